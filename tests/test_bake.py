@@ -1,0 +1,105 @@
+"""Bake every option; check the files, the rendering and the first commit."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import CONTEXT, bake
+
+CHOICE_OPTIONS = {key: value for key, value in CONTEXT.items() if isinstance(value, list)}
+FREE_OPTIONS = {
+    "mlflow_tracking_uri": ["sqlite:///mlflow.db", "http://mlflow.internal:5000"],
+    "dvc_remote_url": ["../remote", "s3://bucket/dvc"],
+    "ci_gpu_runner_label": ["", "gpu-a100"],
+}
+ALL_OPTIONS = {**CHOICE_OPTIONS, **FREE_OPTIONS}
+
+
+def covering_matrix() -> list[dict[str, str]]:
+    """Every value of every option at least once, in as many bakes as the longest option has values."""
+    width = max(len(values) for values in ALL_OPTIONS.values())
+    return [{key: values[i % len(values)] for key, values in ALL_OPTIONS.items()} for i in range(width)]
+
+
+def full_matrix() -> list[dict[str, str]]:
+    """Every combination of the choice options (slow tier)."""
+    keys = list(CHOICE_OPTIONS)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*CHOICE_OPTIONS.values())]
+
+
+EXPECTED_TOP_LEVEL = {
+    ".github", "data", "conf", "src", "pipelines", "bentos", "notebooks", "tests", "dvc.yaml", "params.yaml",
+    "pyproject.toml", "README.md",
+}
+UNRENDERED = re.compile(r"(?<!\$)\{\{|\{%")
+
+
+def generated_files(project: Path) -> set[str]:
+    listed = subprocess.run(["git", "ls-files"], cwd=project, capture_output=True, text=True, check=True)
+    return set(listed.stdout.split())
+
+
+def expected_default_files() -> set[str]:
+    manifest = Path(__file__).with_name("expected_files.txt").read_text(encoding="utf-8")
+    return {line.strip() for line in manifest.splitlines() if line.strip() and not line.startswith("#")}
+
+
+def assert_rendered(project: Path) -> None:
+    for path in project.rglob("*"):
+        if path.is_dir() or ".git" in path.parts or ".dvc" in path.parts and path.name != "config":
+            continue
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        for number, line in enumerate(text.splitlines(), 1):
+            # GitHub's own ${{ }} expressions are expected in workflow files.
+            assert not UNRENDERED.search(line.replace("${{", "")), f"unrendered Jinja in {path}:{number}: {line}"
+
+
+def test_default_bake_has_the_contract_layout(tmp_path: Path) -> None:
+    project = bake(tmp_path)
+    assert project.name == "fraud-detection"
+    assert EXPECTED_TOP_LEVEL <= {p.name for p in project.iterdir()}
+    assert (tmp_path / "cookiecutter-gitops-ml").exists() is False
+    assert generated_files(project) == expected_default_files()
+    assert_rendered(project)
+
+
+def test_project_starts_under_git_and_dvc(tmp_path: Path) -> None:
+    project = bake(tmp_path)
+    log = subprocess.run(["git", "log", "--oneline"], cwd=project, capture_output=True, text=True, check=True)
+    assert len(log.stdout.splitlines()) == 1
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True)
+    assert status.stdout == "", f"the first commit left files out:\n{status.stdout}"
+    config = (project / ".dvc" / "config").read_text()
+    assert "hydra" in config and 'remote "storage"' in config
+
+
+@pytest.mark.parametrize("answers", covering_matrix(), ids=lambda a: "-".join(str(v) or "none" for v in a.values()))
+def test_bake_matrix_renders_every_option(tmp_path: Path, answers: dict[str, str]) -> None:
+    project = bake(tmp_path, **answers)
+    assert_rendered(project)
+    config = (project / "conf" / "config.yaml").read_text()
+    assert f"trainer: {answers['accelerator']}" in config
+    params = (project / "params.yaml").read_text()
+    assert f"accelerator: {'cpu' if answers['accelerator'] == 'cpu' else 'gpu'}" in params
+    assert answers["mlflow_tracking_uri"] in (project / "conf" / "logger" / "mlflow.yaml").read_text()
+    assert f"requires-python = \">={answers['python_version']}\"" in (project / "pyproject.toml").read_text()
+    notebooks = list((project / "notebooks").glob("*.ipynb"))
+    assert bool(notebooks) == (answers["include_notebooks"] == "yes")
+    assert (project / "tests" / "test_notebooks.py").exists() == (answers["include_notebooks"] == "yes")
+    retrain = (project / ".github" / "workflows" / "retrain.yml").read_text()
+    if answers["ci_gpu_runner_label"]:
+        assert f"runs-on: [self-hosted, {answers['ci_gpu_runner_label']}]" in retrain
+    else:
+        assert "runs-on: ubuntu-latest  # training runner" in retrain
+    assert answers["license"] in (project / "LICENSE").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("answers", full_matrix(), ids=lambda a: "-".join(a.values()))
+def test_full_choice_matrix(tmp_path: Path, answers: dict[str, str]) -> None:
+    project = bake(tmp_path, **answers)
+    assert_rendered(project)

@@ -1,0 +1,32 @@
+"""DVC stage `validate`: raw data -> valid rows, quarantine, reports/validation.json."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from {{ cookiecutter.package_name }}.cli import run_stage
+from {{ cookiecutter.package_name }}.validation import read_table, validate_frame, write_outputs
+
+
+def validate(cfg: DictConfig) -> int:
+    frame = read_table(cfg.paths.raw)
+    result = validate_frame(
+        frame,
+        max_quarantine_share=cfg.data.validation.max_quarantine_share,
+        max_failures_listed=cfg.data.validation.max_failures_listed,
+    )
+    write_outputs(
+        result,
+        valid_path=Path(cfg.paths.validated),
+        quarantine_path=Path(cfg.paths.quarantine),
+        report_path=Path(cfg.paths.reports) / "validation.json",
+    )
+    print(result.summary())
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("validate", validate))

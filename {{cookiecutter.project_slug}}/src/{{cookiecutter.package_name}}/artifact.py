@@ -1,0 +1,78 @@
+"""The model artifact: network weights + fitted preprocessing + threshold + lineage, in one file.
+
+Everything that turns a raw row into a score travels together, so evaluation,
+the gate's champion comparison and the served model cannot skew from training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .model import build_network
+from .preprocessing import Preprocessor
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class ScoringModel:
+    """A trained model that scores raw transaction rows."""
+
+    network: torch.nn.Module
+    preprocessor: Preprocessor
+    threshold: float
+    architecture: dict[str, Any]
+    metadata: dict[str, Any]
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Fraud probability per row."""
+        features = torch.from_numpy(self.preprocessor.transform(frame))
+        with torch.inference_mode():
+            logits = self.network(features).squeeze(-1)
+        return torch.sigmoid(logits).numpy().astype(np.float64)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """1 where the probability reaches the operating threshold."""
+        return (self.predict_proba(frame) >= self.threshold).astype(np.int64)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "architecture": self.architecture,
+            "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            "preprocessor": self.preprocessor.to_dict(),
+            "threshold": self.threshold,
+            "metadata": self.metadata,
+        }
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state(), path)
+
+
+def load_model(source: str | Path | IO[bytes] | bytes) -> ScoringModel:
+    """Load an artifact from a path, an open binary file or its bytes."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"unsupported model artifact format {state.get('format_version')!r}")
+    architecture = state["architecture"]
+    network = build_network(architecture["in_features"], architecture["hidden_sizes"], architecture["dropout"])
+    network.load_state_dict(state["state_dict"])
+    network.eval()
+    return ScoringModel(
+        network=network,
+        preprocessor=Preprocessor.from_dict(state["preprocessor"]),
+        threshold=float(state["threshold"]),
+        architecture=architecture,
+        metadata=state["metadata"],
+    )

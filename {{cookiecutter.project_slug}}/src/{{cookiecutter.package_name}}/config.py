@@ -1,0 +1,102 @@
+"""Load and check the composed config every stage reads.
+
+`conf/` (Hydra) is the source of truth; `params.yaml` is its composition,
+written by `compose_params` (the same function `dvc exp run` uses), and it is
+what stages read so that DVC tracks every value they depend on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+CONF_DIR = Path("conf")
+
+
+class ConfigError(PipelineError):
+    """A config value is missing, mistyped or unknown."""
+
+
+# key -> (type, lower bound) for values a typo in an override would silently break.
+TYPED_KEYS: dict[str, tuple[type, float | None]] = {
+    "seed": (int, 0),
+    "data.batch_size": (int, 1),
+    "data.val_fraction": (float, 0.0),
+    "data.validation.max_quarantine_share": (float, 0.0),
+    "data.validation.max_failures_listed": (int, 0),
+    "trainer.max_epochs": (int, 1),
+    "model.learning_rate": (float, 0.0),
+    "model.dropout": (float, 0.0),
+    "gate.regression.tolerance": (float, 0.0),
+    "gate.regression.n_bootstrap": (int, 10),
+    "gate.latency.max_ms_per_row": (float, 0.0),
+}
+
+
+def compose_params(overrides: list[str] | None = None, root: Path = Path(".")) -> str:
+    """Compose conf/ with Hydra overrides exactly as `dvc exp run -S` does; return the YAML text."""
+    from dvc.utils.hydra import compose_and_dump
+
+    with tempfile.TemporaryDirectory() as scratch:
+        output = Path(scratch) / "params.yaml"
+        compose_and_dump(output, str((root / CONF_DIR).resolve()), None, "config", "", list(overrides or []))
+        return output.read_text(encoding="utf-8")
+
+
+def params_drift(root: Path = Path(".")) -> str:
+    """A unified diff between params.yaml and a fresh composition of conf/ ('' when they agree)."""
+    expected = compose_params(root=root)
+    actual = (root / PARAMS_FILE).read_text(encoding="utf-8") if (root / PARAMS_FILE).exists() else ""
+    if expected == actual:
+        return ""
+    return "".join(
+        difflib.unified_diff(
+            actual.splitlines(keepends=True), expected.splitlines(keepends=True), "params.yaml", "conf/ composed"
+        )
+    )
+
+
+def load_config(overrides: list[str] | None = None, params_file: Path = PARAMS_FILE) -> DictConfig:
+    """params.yaml plus `key=value` overrides, checked for missing and mistyped values."""
+    if not params_file.exists():
+        raise ConfigError(f"{params_file} not found: run `python pipelines/params.py` to compose it from conf/")
+    cfg = OmegaConf.load(params_file)
+    assert isinstance(cfg, DictConfig)
+    try:
+        if overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"bad override {overrides}: {error}") from error
+    check_config(cfg)
+    return cfg  # type: ignore[return-value]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail with one readable line per problem instead of a stack trace deep in training."""
+    problems = [f"missing required value: {key}" for key in sorted(OmegaConf.missing_keys(cfg))]
+    for key, (kind, lower) in TYPED_KEYS.items():
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value is None:
+            continue
+        if not _is_kind(value, kind):
+            problems.append(f"{key}: expected {kind.__name__}, got {value!r}")
+        elif lower is not None and value < lower:
+            problems.append(f"{key}: must be >= {lower}, got {value!r}")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)

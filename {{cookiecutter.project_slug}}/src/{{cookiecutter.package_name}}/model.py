@@ -1,0 +1,72 @@
+"""The network and its Lightning training logic."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+
+
+def build_network(in_features: int, hidden_sizes: Sequence[int], dropout: float) -> nn.Sequential:
+    """An MLP that outputs one logit per row."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for size in hidden_sizes:
+        layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+        width = size
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+class FraudClassifier(pl.LightningModule):
+    """Binary classifier trained with a class-weighted BCE loss (fraud is rare)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_sizes: Sequence[int] = (64, 32),
+        dropout: float = 0.1,
+        learning_rate: float = 3e-3,
+        weight_decay: float = 1e-4,
+        pos_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.network = build_network(in_features, list(hidden_sizes), dropout)
+        self.register_buffer("pos_weight", torch.tensor([pos_weight], dtype=torch.float32))
+        self.val_auroc = BinaryAUROC()
+        self.val_pr_auc = BinaryAveragePrecision()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.network(features).squeeze(-1)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=self.pos_weight)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        features, labels = batch
+        loss = self._loss(self(features), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        features, labels = batch
+        logits = self(features)
+        probabilities = torch.sigmoid(logits.float())
+        self.val_auroc.update(probabilities, labels.long())
+        self.val_pr_auc.update(probabilities, labels.long())
+        self.log("val/loss", self._loss(logits, labels), prog_bar=True, batch_size=len(labels), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/roc_auc", self.val_auroc.compute(), prog_bar=True)
+        self.log("val/pr_auc", self.val_pr_auc.compute(), prog_bar=True)
+        self.val_auroc.reset()
+        self.val_pr_auc.reset()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams["learning_rate"], weight_decay=self.hparams["weight_decay"]
+        )
