@@ -29,8 +29,11 @@ def bake(output_dir: Path, **answers: Any) -> Path:
 def run(command: list[str] | str, cwd: Path, timeout: float = 900, check: bool = True,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command in a baked project; on failure show its output, not just an exit code."""
+    # Several baked projects share one interpreter: put this project's src/ first on the path so
+    # its own code runs whichever project was `pip install -e`d last.
+    source = {"PYTHONPATH": str(cwd / "src")} if (cwd / "src").is_dir() else {}
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            shell=isinstance(command, str), env={**os.environ, **(env or {})})
+                            shell=isinstance(command, str), env={**os.environ, **source, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"{command} exited {result.returncode} in {cwd}\n"
                              f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}")

@@ -75,8 +75,6 @@ class TransactionsDataModule(pl.LightningDataModule):
         self.preprocessor = Preprocessor.fit(train)
         self.train_x, self.train_y = self._tensors(train)
         self.val_x, self.val_y = self._tensors(val)
-        positives = float(self.train_y.sum())
-        self.pos_weight = (len(self.train_y) - positives) / max(positives, 1.0)
         self.n_features = self.train_x.shape[1]
         self.rank, self.world_size = 0, 1
 

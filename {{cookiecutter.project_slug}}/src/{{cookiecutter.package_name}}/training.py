@@ -111,8 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except ValueError as error:
         raise TrainingError(str(error)) from error
     # _convert_="all": plain lists in the hyperparameters, so checkpoints load with weights_only=True.
-    model: FraudClassifier = instantiate(cfg.model, in_features=datamodule.n_features,
-                                         pos_weight=datamodule.pos_weight, _convert_="all")
+    model: FraudClassifier = instantiate(cfg.model, in_features=datamodule.n_features, _convert_="all")
     checkpoints = Path(cfg.paths.checkpoints)
     resume_from = prepare_checkpoints(checkpoints, bool(cfg.train.resume))
     checkpoint = ModelCheckpoint(dirpath=checkpoints, filename=BEST_CHECKPOINT, monitor="val/pr_auc",

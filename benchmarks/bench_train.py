@@ -1,0 +1,370 @@
+"""Training throughput of a generated project: does Lightning cost anything over a plain loop?
+
+Paths, each training the project's MLP with the same batch size, optimizer,
+loss, gradient clipping and precision (bf16 autocast on GPU, fp32 on CPU):
+
+  raw            plain PyTorch loop over tensors resident on the device, batches sliced by index
+  lightning      the project's path: FraudClassifier + TransactionsDataModule + ResidentData in a
+                 Trainer (logger=False, no checkpointing, no progress bar), validation off
+  lightning+val  the same with validation every epoch, as the train stage runs it
+  dataloader     the plain loop fed by a per-sample DataLoader(TensorDataset), for reference
+
+Warm-up (one epoch; a few batches for the DataLoader) is never timed; on CUDA
+the clock is read after torch.cuda.synchronize(). Samples/s counts training
+rows only. The figure to watch is lightning / raw (target on GPU: >= 0.95).
+
+    python benchmarks/bench_train.py --device cpu --rows 500000 --batch-size 4096
+    python benchmarks/bench_train.py --device cuda --rows 2000000 --hidden-sizes 256 256   # on a GPU box
+    python benchmarks/bench_train.py --ablations --count-syncs                             # why a gap
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import add_project_argument, import_package, machine_line, resolve_project, table
+from torch import nn
+
+PATHS = ("raw", "lightning", "lightning+val", "dataloader")
+ABLATIONS = ("lightning:no-step-log", "lightning:epoch-log-only", "lightning:no-log", "lightning:no-clip",
+             "raw:no-clip")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_project_argument(parser)
+    parser.add_argument("--rows", type=int, default=500_000, help="rows generated (the train split is 80%%)")
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per run (after the warm-up)")
+    parser.add_argument("--warmup-epochs", type=int, default=1)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--precision", choices=("auto", "32", "bf16"), default="auto",
+                        help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=(*PATHS, *ABLATIONS))
+    parser.add_argument("--ablations", action="store_true",
+                        help="add Lightning variants that show where a gap comes from")
+    parser.add_argument("--dataloader-epochs", type=int, default=1, help="timed epochs for the slow path")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the reference path")
+    parser.add_argument("--hidden-sizes", type=int, nargs="+", default=None,
+                        help="MLP widths (default: the project's model.hidden_sizes)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per path, interleaved; the median is shown")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--count-syncs", action="store_true",
+                        help="count device->host reads (aten::_local_scalar_dense) per step in each path")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    if args.ablations:
+        args.paths = list(dict.fromkeys([*args.paths, *ABLATIONS]))
+    return args
+
+
+class Setup:
+    """Everything the paths share: device, precision, data, the project's classes and hyperparameters."""
+
+    def __init__(self, args: argparse.Namespace, project: Path) -> None:
+        from omegaconf import OmegaConf
+
+        package = import_package(project)
+        name = package.__name__
+        self.model_module = importlib.import_module(f"{name}.model")
+        self.training = importlib.import_module(f"{name}.training")
+        datamodule = importlib.import_module(f"{name}.datamodule")
+        dataset = importlib.import_module(f"{name}.dataset")
+
+        if args.device == "auto":
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("--device cuda but torch sees no CUDA device")
+        self.device = torch.device(args.device)
+        self.bf16 = args.precision == "bf16" or (args.precision == "auto" and args.device == "cuda")
+        params = OmegaConf.load(project / "params.yaml")
+        self.model_cfg = OmegaConf.to_container(params.model, resolve=True)
+        assert isinstance(self.model_cfg, dict)
+        if args.hidden_sizes:
+            self.model_cfg["hidden_sizes"] = list(args.hidden_sizes)
+        self.clip = float(params.trainer.get("gradient_clip_val") or 0.0)
+        self.args = args
+        torch.set_float32_matmul_precision("high")  # as the train stage does
+
+        started = time.perf_counter()
+        frame = dataset.generate_transactions(args.rows, seed=args.seed)
+        self.datamodule = datamodule.TransactionsDataModule(frame, args.batch_size,
+                                                            float(params.data.val_fraction), args.seed)
+        self.prepare_s = time.perf_counter() - started
+        self.train_x, self.train_y = self.datamodule.train_x.clone(), self.datamodule.train_y.clone()
+        self.n_train = len(self.train_y)
+        self.steps_per_epoch = -(-self.n_train // args.batch_size)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def network(self) -> nn.Module:
+        torch.manual_seed(self.args.seed)
+        cfg = self.model_cfg
+        return self.model_module.build_network(self.datamodule.n_features, cfg["hidden_sizes"],
+                                               cfg["dropout"]).to(self.device).train()
+
+    def optimizer(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        # The same optimizer FraudClassifier.configure_optimizers builds.
+        return torch.optim.AdamW(parameters, lr=self.model_cfg["learning_rate"],
+                                 weight_decay=self.model_cfg["weight_decay"])
+
+
+# ---------------------------------------------------------------- plain PyTorch
+def make_step(setup: Setup, network: nn.Module, clip: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """One optimisation step, the order Lightning's automatic optimisation uses."""
+    optimizer = setup.optimizer(network.parameters())
+    parameters = list(network.parameters())
+    pos_weight = torch.tensor([setup.datamodule.pos_weight], dtype=torch.float32, device=setup.device)
+
+    def step(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with setup.autocast():
+            logits = network(features).squeeze(-1)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=pos_weight)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(parameters, clip)
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def resident_epoch(setup: Setup, x: torch.Tensor, y: torch.Tensor, step: Callable[..., torch.Tensor],
+                   epoch: int) -> None:
+    """Shuffle indices, slice batches out of resident tensors: what ResidentBatches does."""
+    generator = torch.Generator().manual_seed(setup.args.seed + epoch)
+    order = torch.randperm(len(y), generator=generator).to(setup.device)
+    running = torch.zeros((), device=setup.device)
+    for start in range(0, len(order), setup.args.batch_size):
+        index = order[start : start + setup.args.batch_size]
+        running += step(x[index], y[index])  # a running loss, kept on the device like self.log's
+
+
+def run_raw(setup: Setup, clip: float) -> float:
+    x, y = setup.train_x.to(setup.device), setup.train_y.to(setup.device)
+    step = make_step(setup, setup.network(), clip)
+    for epoch in range(setup.args.warmup_epochs):
+        resident_epoch(setup, x, y, step, epoch)
+    setup.sync()
+    started = time.perf_counter()
+    for epoch in range(setup.args.warmup_epochs, setup.args.warmup_epochs + setup.args.epochs):
+        resident_epoch(setup, x, y, step, epoch)
+    setup.sync()
+    return setup.n_train * setup.args.epochs / (time.perf_counter() - started)
+
+
+def run_dataloader(setup: Setup) -> float:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    cuda = setup.device.type == "cuda"
+    loader = DataLoader(TensorDataset(setup.train_x, setup.train_y), batch_size=setup.args.batch_size,
+                        shuffle=True, num_workers=setup.args.workers, pin_memory=cuda,
+                        persistent_workers=setup.args.workers > 0,
+                        generator=torch.Generator().manual_seed(setup.args.seed))
+    step = make_step(setup, setup.network(), setup.clip)
+
+    def epoch(limit: int | None = None) -> None:
+        for i, (features, labels) in enumerate(loader):
+            if limit is not None and i >= limit:
+                break
+            step(features.to(setup.device, non_blocking=True), labels.to(setup.device, non_blocking=True))
+
+    epoch(limit=10)  # warm-up: a few batches (workers started, kernels chosen)
+    setup.sync()
+    started = time.perf_counter()
+    for _ in range(setup.args.dataloader_epochs):
+        epoch()
+    setup.sync()
+    return setup.n_train * setup.args.dataloader_epochs / (time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- Lightning
+def lightning_classes(setup: Setup) -> dict[str, type]:
+    """The project's FraudClassifier and variants that differ only in how training_step logs."""
+    base = setup.model_module.FraudClassifier
+
+    class NoStepLog(base):  # type: ignore[misc, valid-type]
+        """train/loss logged per epoch only (on_step=False), still on the progress bar."""
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            features, labels = batch
+            loss = self._loss(self(features), labels)
+            self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+            return loss
+
+    class EpochLogOnly(base):  # type: ignore[misc, valid-type]
+        """train/loss logged per epoch, not on the progress bar (no per-step .item())."""
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            features, labels = batch
+            loss = self._loss(self(features), labels)
+            self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(labels))
+            return loss
+
+    class NoLog(base):  # type: ignore[misc, valid-type]
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            features, labels = batch
+            return self._loss(self(features), labels)
+
+    return {"": base, "no-step-log": NoStepLog, "epoch-log-only": EpochLogOnly, "no-log": NoLog}
+
+
+def run_lightning(setup: Setup, variant: str = "", validate: bool = False, clip: float | None = None) -> float:
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import Callback
+
+    args = setup.args
+    total_epochs = args.warmup_epochs + args.epochs
+
+    class Clock(Callback):
+        """Start after the warm-up epochs, stop at the end of the last epoch (validation included)."""
+
+        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if trainer.current_epoch == args.warmup_epochs:
+                setup.sync()
+                self.started = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if trainer.current_epoch == total_epochs - 1:
+                setup.sync()
+                self.stopped = time.perf_counter()
+
+    cfg = setup.model_cfg
+    torch.manual_seed(args.seed)
+    model = lightning_classes(setup)[variant](
+        in_features=setup.datamodule.n_features, hidden_sizes=cfg["hidden_sizes"], dropout=cfg["dropout"],
+        learning_rate=cfg["learning_rate"], weight_decay=cfg["weight_decay"], pos_weight=setup.datamodule.pos_weight,
+    )
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as root:
+        trainer = pl.Trainer(
+            accelerator="gpu" if setup.device.type == "cuda" else "cpu", devices=1,
+            precision="bf16-mixed" if setup.bf16 else "32-true", max_epochs=total_epochs,
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            num_sanity_val_steps=0, limit_val_batches=1.0 if validate else 0,
+            gradient_clip_val=setup.clip if clip is None else clip, deterministic=False,
+            callbacks=[setup.training.ResidentData(), clock], default_root_dir=root,
+        )
+        trainer.fit(model, datamodule=setup.datamodule)
+    return setup.n_train * args.epochs / (clock.stopped - clock.started)
+
+
+# ---------------------------------------------------------------- driver
+def runner(setup: Setup, path: str) -> Callable[[], float]:
+    return {
+        "raw": lambda: run_raw(setup, setup.clip),
+        "raw:no-clip": lambda: run_raw(setup, 0.0),
+        "lightning": lambda: run_lightning(setup),
+        "lightning+val": lambda: run_lightning(setup, validate=True),
+        "lightning:no-step-log": lambda: run_lightning(setup, "no-step-log"),
+        "lightning:epoch-log-only": lambda: run_lightning(setup, "epoch-log-only"),
+        "lightning:no-log": lambda: run_lightning(setup, "no-log"),
+        "lightning:no-clip": lambda: run_lightning(setup, clip=0.0),
+        "dataloader": lambda: run_dataloader(setup),
+    }[path]
+
+
+def count_syncs(setup: Setup, path: str) -> float:
+    """Device->host scalar reads per training step (each one stalls a GPU pipeline)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    args = setup.args
+    saved = args.warmup_epochs, args.epochs, args.dataloader_epochs
+    args.warmup_epochs, args.epochs, args.dataloader_epochs = 0, 1, 1
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            runner(setup, path)()
+    finally:
+        args.warmup_epochs, args.epochs, args.dataloader_epochs = saved
+    reads = sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense")
+    warmup_batches = min(10, setup.steps_per_epoch) if path == "dataloader" else 0
+    return reads / (setup.steps_per_epoch + warmup_batches)
+
+
+def quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def report(setup: Setup, results: dict[str, list[float]], syncs: dict[str, float]) -> None:
+    args = setup.args
+    raw = statistics.median(results["raw"]) if results.get("raw") else None
+    raw_step_us = args.batch_size / raw * 1e6 if raw else None
+    rows = []
+    for path, values in results.items():
+        median = statistics.median(values)
+        step_us = args.batch_size / median * 1e6
+        rows.append([
+            path, f"{median / 1e6:.3f} M", f"{min(values) / 1e6:.3f}-{max(values) / 1e6:.3f} M",
+            f"{step_us:,.0f}", f"{step_us - raw_step_us:+,.0f}" if raw_step_us else "",
+            f"{median / raw:.3f}" if raw else "", f"{syncs[path]:.2f}" if path in syncs else "",
+        ])
+    print(f"\ntraining throughput on {setup.device.type} "
+          f"({'bf16 autocast' if setup.bf16 else 'fp32'}), MLP {setup.datamodule.n_features}-"
+          f"{'-'.join(map(str, setup.model_cfg['hidden_sizes']))}-1, batch {args.batch_size}, "
+          f"{setup.n_train:,} train rows ({setup.steps_per_epoch} steps/epoch), {args.epochs} timed epochs "
+          f"after {args.warmup_epochs} warm-up, grad clip {setup.clip or 'off'}, "
+          f"median of {args.repeats}")
+    headers = ["path", "samples/s", "range", "us/step", "vs raw us/step", "x raw", "host syncs/step"]
+    print(table(headers, rows))
+    if raw and results.get("lightning"):
+        ratio = statistics.median(results["lightning"]) / raw
+        note = "" if setup.device.type == "cuda" else " (measured on CPU; the >= 0.95 target is for GPU)"
+        print(f"\nLightning / raw = {ratio:.3f}{note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_lightning()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
+        project = resolve_project(args.project, Path(scratch))
+        setup = Setup(args, project)
+        import lightning
+
+        print(f"project {project}\n{machine_line()}, torch threads {torch.get_num_threads()}, "
+              f"device {torch.cuda.get_device_name() if setup.device.type == 'cuda' else 'cpu'}")
+        print(f"data: {args.rows:,} rows generated and preprocessed in {setup.prepare_s:.1f}s "
+              f"(lightning {lightning.__version__})", flush=True)
+        results: dict[str, list[float]] = {path: [] for path in args.paths}
+        for repeat in range(args.repeats):
+            for path in args.paths:
+                results[path].append(runner(setup, path)())
+                print(f"  run {repeat + 1}/{args.repeats} {path}: {results[path][-1] / 1e6:.3f} M samples/s",
+                      flush=True)
+        syncs = {path: count_syncs(setup, path) for path in args.paths} if args.count_syncs else {}
+        report(setup, results, syncs)
+        if args.json:
+            args.json.write_text(json.dumps({"device": setup.device.type, "bf16": setup.bf16,
+                                             "args": {k: str(v) for k, v in vars(args).items()},
+                                             "samples_per_s": results, "host_syncs_per_step": syncs}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""Throughput and memory of data validation in a generated project.
+
+For each size, a seeded raw file is generated with a share of spoiled rows,
+then measured three ways, every failing row listed each time:
+
+  library          validate_frame(frame) on a frame already in memory
+  stage in-proc    the `validate` stage function: read parquet -> validate -> write outputs
+  stage process    `python pipelines/validate.py` as DVC runs it (interpreter start and imports included)
+
+Each measurement runs in its own child process, so the peak RSS printed is that
+size's own. `--profile` adds where the time goes inside validation.
+
+    python benchmarks/bench_validate.py                                 # 1M and 10M rows
+    python benchmarks/bench_validate.py --rows 200000 --repeats 1       # quick look
+    python benchmarks/bench_validate.py --project /tmp/x/fraud-detection --workdir /tmp/bv --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    add_project_argument,
+    child_env,
+    import_package,
+    machine_line,
+    rate,
+    resolve_project,
+    run_child,
+    self_peak_rss_mib,
+    table,
+)
+
+MAX_QUARANTINE_SHARE = 0.05
+LIST_EVERY_FAILURE = 10**9  # max_failures_listed: list every failing row, not the report's default 100
+RESULT_PREFIX = "RESULT "
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_project_argument(parser)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000], help="sizes to measure")
+    parser.add_argument("--invalid-share", type=float, default=0.002, help="share of rows spoiled on purpose")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per in-process measurement")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep generated data here and reuse it (default: a scratch folder, removed)")
+    parser.add_argument("--profile", action="store_true", help="also show where validation spends its time")
+    parser.add_argument("--skip-process", action="store_true", help="leave out the `python pipelines/...` run")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    # Internal: the child processes.
+    parser.add_argument("--generate-to", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--n-rows", type=int, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------- child: generate
+def generate(project: Path, path: Path, n_rows: int, share: float, seed: int) -> None:
+    package = import_package(project)
+    dataset = importlib_module(package.__name__ + ".dataset")
+    spoil = importlib_module(package.__name__ + ".dataset.generate").inject_invalid_rows
+    frame = spoil(dataset.generate_transactions(n_rows, seed=seed), share, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    frame.to_parquet(partial, index=False)
+    partial.rename(path)
+
+
+def importlib_module(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(name)
+
+
+# ---------------------------------------------------------------- child: measure
+def timed(repeats: int, function: Any) -> tuple[list[float], Any]:
+    seconds, value = [], None
+    for _ in range(repeats):
+        value = None  # let the previous result go before the next run allocates its own
+        started = time.perf_counter()
+        value = function()
+        seconds.append(time.perf_counter() - started)
+    return seconds, value
+
+
+def load_stage(project: Path) -> Any:
+    """pipelines/validate.py as a module, so its `validate(cfg)` can be timed in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("validate_stage", project / "pipelines" / "validate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure(project: Path, raw: Path, repeats: int, profile: bool) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    package = import_package(project)
+    validation = importlib_module(package.__name__ + ".validation")
+    stage = load_stage(project)
+    out = raw.parent / f"out-{raw.stem}"
+
+    started = time.perf_counter()
+    frame = validation.read_table(raw)
+    read_s = time.perf_counter() - started
+
+    library_s, result = timed(
+        repeats, lambda: validation.validate_frame(frame, MAX_QUARANTINE_SHARE, LIST_EVERY_FAILURE)
+    )
+    counts = {
+        "rows_total": result.rows_total,
+        "rows_quarantined": result.rows_quarantined,
+        "failures_total": result.failures_total,
+        "failures_listed": len(result.failures),
+        "passed": result.passed,
+    }
+
+    # The phases of the stage, one run each: read (above), validate (above), write.
+    started = time.perf_counter()
+    validation.write_outputs(result, out / "valid.parquet", out / "quarantine.parquet", out / "validation.json")
+    write_s = time.perf_counter() - started
+    pandera_s = pandera_only(package, frame)
+    breakdown = {"read_s": read_s, "validate_s": min(library_s), "pandera_s": pandera_s, "write_s": write_s}
+
+    details: dict[str, Any] = {}
+    if profile:
+        details = where_time_goes(package, validation, frame, result)
+    result = None
+
+    cfg = OmegaConf.merge(
+        OmegaConf.load(project / "params.yaml"),
+        {"paths": {"raw": str(raw), "validated": str(out / "valid.parquet"),
+                   "quarantine": str(out / "quarantine.parquet"), "reports": str(out)},
+         "data": {"validation": {"max_quarantine_share": MAX_QUARANTINE_SHARE,
+                                 "max_failures_listed": LIST_EVERY_FAILURE}}},
+    )
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        stage_s, code = timed(repeats, lambda: stage.validate(cfg))
+    report = json.loads((out / "validation.json").read_text())
+    shutil.rmtree(out, ignore_errors=True)
+    return {
+        "library_s": library_s,
+        "stage_s": stage_s,
+        "stage_exit": code,
+        "stage_report_failures": len(report["failures"]),
+        "counts": counts,
+        "breakdown": breakdown,
+        "details": details,
+        "peak_rss_mib_inside": self_peak_rss_mib(),
+    }
+
+
+def pandera_only(package: Any, frame: Any) -> float:
+    """Seconds pandera alone takes to validate `frame` lazily (collecting every failure)."""
+    from pandera.errors import SchemaErrors
+
+    schema = importlib_module(package.__name__ + ".dataset.schema").TransactionSchema.to_schema()
+    started = time.perf_counter()
+    with contextlib.suppress(SchemaErrors):
+        schema.validate(frame.reset_index(drop=True), lazy=True)
+    return time.perf_counter() - started
+
+
+def where_time_goes(package: Any, validation: Any, frame: Any, result: Any) -> dict[str, Any]:
+    """Per-column pandera cost, clean vs spoiled data, pandera's copy, and validate_frame's own work."""
+    from pandera.errors import SchemaErrors
+
+    schema = importlib_module(package.__name__ + ".dataset.schema").TransactionSchema.to_schema()
+
+    def run(data: Any, **options: Any) -> float:
+        started = time.perf_counter()
+        with contextlib.suppress(SchemaErrors):
+            schema.validate(data, lazy=True, **options)
+        return time.perf_counter() - started
+
+    clean = result.valid.reset_index(drop=True)
+    per_column = {}
+    for name, column in schema.columns.items():
+        started = time.perf_counter()
+        with contextlib.suppress(SchemaErrors):
+            column.validate(frame, lazy=True)
+        per_column[name] = time.perf_counter() - started
+    started = time.perf_counter()
+    frame.copy()
+    copy_s = time.perf_counter() - started
+    profiler = cProfile.Profile()
+    profiler.enable()
+    validation.validate_frame(frame, MAX_QUARANTINE_SHARE, LIST_EVERY_FAILURE)
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
+    return {
+        "pandera_clean_s": min(run(clean) for _ in range(2)),
+        "pandera_clean_rows": len(clean),
+        "pandera_spoiled_s": min(run(frame) for _ in range(2)),
+        "pandera_spoiled_inplace_s": min(run(frame, inplace=True) for _ in range(2)),
+        "frame_copy_s": copy_s,
+        "per_column_s": per_column,
+        "cprofile_tottime": text.getvalue(),
+    }
+
+
+# ---------------------------------------------------------------- parent
+def data_file(workdir: Path, n_rows: int, share: float, seed: int) -> Path:
+    return workdir / "data" / f"raw-{n_rows}-{share:g}-{seed}.parquet"
+
+
+def child(project: Path, workdir: Path, *arguments: str, cwd: Path | None = None) -> Any:
+    command = [sys.executable, *arguments]
+    result = run_child(command, cwd or Path(__file__).parent, child_env(project), workdir / "logs")
+    if result.returncode not in (0,):
+        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+        raise SystemExit(f"{' '.join(command)} exited {result.returncode}")
+    return result
+
+
+def run_size(args: argparse.Namespace, project: Path, workdir: Path, n_rows: int) -> dict[str, Any]:
+    here = str(Path(__file__).resolve())
+    raw = data_file(workdir, n_rows, args.invalid_share, args.seed)
+    if not raw.exists():
+        started = time.perf_counter()
+        generated = child(project, workdir, here, "--project", str(project), "--generate-to", str(raw),
+                          "--n-rows", str(n_rows), "--invalid-share", str(args.invalid_share), "--seed",
+                          str(args.seed))
+        print(f"  generated {n_rows:,} rows in {time.perf_counter() - started:.1f}s "
+              f"(generator peak RSS {generated.peak_rss_mib:,.0f} MiB)", flush=True)
+    extra = ["--profile"] if args.profile else []
+    measured = child(project, workdir, here, "--project", str(project), "--measure", str(raw),
+                     "--repeats", str(args.repeats), *extra)
+    line = next(line for line in reversed(measured.stdout.splitlines()) if line.startswith(RESULT_PREFIX))
+    figures = json.loads(line[len(RESULT_PREFIX):])
+    figures["peak_rss_mib"] = measured.peak_rss_mib
+    figures["raw_mib"] = raw.stat().st_size / 2**20
+    if not args.skip_process:
+        out = workdir / f"process-{n_rows}"
+        process = child(
+            project, workdir, "pipelines/validate.py", f"paths.raw={raw}", f"paths.validated={out}/valid.parquet",
+            f"paths.quarantine={out}/quarantine.parquet", f"paths.reports={out}",
+            f"data.validation.max_quarantine_share={MAX_QUARANTINE_SHARE}",
+            f"data.validation.max_failures_listed={LIST_EVERY_FAILURE}", cwd=project,
+        )
+        report = json.loads((out / "validation.json").read_text())
+        figures["process"] = {"wall_s": process.wall_s, "peak_rss_mib": process.peak_rss_mib,
+                              "failures_listed": len(report["failures"]), "passed": report["passed"]}
+        shutil.rmtree(out, ignore_errors=True)
+    return figures
+
+
+def print_results(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> None:
+    rows = []
+    for n_rows, f in results.items():
+        lib, stage = f["library_s"], f["stage_s"]
+        rows.append([f"{n_rows:,}", "library validate_frame", f"{min(lib):.2f}", f"{statistics.median(lib):.2f}",
+                     rate(n_rows, min(lib)), f"{f['peak_rss_mib']:,.0f} (bench child)"])
+        rows.append([f"{n_rows:,}", "stage in-proc (read+validate+write)", f"{min(stage):.2f}",
+                     f"{statistics.median(stage):.2f}", rate(n_rows, min(stage)), ""])
+        if "process" in f:
+            p = f["process"]
+            rows.append([f"{n_rows:,}", "stage process (python pipelines/validate.py)", f"{p['wall_s']:.2f}",
+                         "", rate(n_rows, p["wall_s"]), f"{p['peak_rss_mib']:,.0f}"])
+    print(f"\nvalidation throughput, {args.invalid_share:.1%} rows spoiled, every failing row listed, "
+          f"best/median of {args.repeats} (process: one run)")
+    print(table(["rows", "path", "best s", "median s", "rows/s (best)", "peak RSS MiB"], rows))
+
+    rows = []
+    for n_rows, f in results.items():
+        b, c = f["breakdown"], f["counts"]
+        rows.append([f"{n_rows:,}", f"{b['read_s']:.2f}", f"{b['pandera_s']:.2f}",
+                     f"{b['validate_s'] - b['pandera_s']:.2f}", f"{b['write_s']:.2f}", f"{f['raw_mib']:.0f}",
+                     f"{c['rows_quarantined']:,}", f"{c['failures_total']:,}", f"{c['failures_listed']:,}",
+                     "yes" if c["passed"] else "NO"])
+    print("\nwhere the stage's time goes (seconds, one run each)")
+    print(table(["rows", "read parquet", "pandera", "validate_frame rest", "write outputs", "raw MiB",
+                 "quarantined", "failures", "listed", "passed"], rows))
+
+    for n_rows, f in results.items():
+        d = f.get("details")
+        if not d:
+            continue
+        print(f"\nprofile at {n_rows:,} rows")
+        print(table(["pandera on", "seconds", "rows/s"], [
+            ["clean rows (no failures)", f"{d['pandera_clean_s']:.3f}", rate(d["pandera_clean_rows"],
+                                                                               d["pandera_clean_s"])],
+            ["spoiled frame (lazy, failures collected)", f"{d['pandera_spoiled_s']:.3f}",
+             rate(n_rows, d["pandera_spoiled_s"])],
+            ["spoiled frame, inplace=True (no defensive copy)", f"{d['pandera_spoiled_inplace_s']:.3f}",
+             rate(n_rows, d["pandera_spoiled_inplace_s"])],
+            ["(a plain frame.copy(), for scale)", f"{d['frame_copy_s']:.3f}", ""],
+        ]))
+        columns = sorted(d["per_column_s"].items(), key=lambda item: -item[1])
+        print(table(["column checks", "seconds"], [[name, f"{s:.3f}"] for name, s in columns]))
+        print("cProfile of one validate_frame call, by own time:")
+        print("\n".join(line for line in d["cprofile_tottime"].splitlines()[-20:] if line.strip()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.generate_to:
+        generate(args.project, args.generate_to, args.n_rows, args.invalid_share, args.seed)
+        return 0
+    if args.measure:
+        figures = measure(args.project, args.measure, args.repeats, args.profile)
+        print(RESULT_PREFIX + json.dumps(figures))
+        return 0
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-validate-"))
+    workdir = (args.workdir or scratch).resolve()
+    try:
+        project = resolve_project(args.project, workdir)
+        import_package(project)
+        import pandera  # noqa: F401  (named in the machine line)
+
+        print(f"project {project}\n{machine_line()}")
+        results: dict[int, dict[str, Any]] = {}
+        for n_rows in args.rows:
+            print(f"measuring {n_rows:,} rows ...", flush=True)
+            results[n_rows] = run_size(args, project, workdir, n_rows)
+        print_results(results, args)
+        if args.json:
+            args.json.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=2) + "\n")
+        bad = [n for n, f in results.items()
+               if f["counts"]["failures_listed"] != f["counts"]["failures_total"]
+               or f["counts"]["rows_quarantined"] != int(n * args.invalid_share)
+               or f["stage_exit"] != 0 or f.get("process", {}).get("passed") is False]
+        if bad:
+            print(f"\nFAILED: wrong counts or a failing stage at {bad} rows", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""A generated project can follow its template: `cruft update` merges template changes, keeps the user's.
+
+The template is committed (as it is on disk now) into a scratch git repository, baked from there,
+changed by a "user" and by a "template maintainer", then updated with cruft, all offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TEMPLATE, run
+from cookiecutter.main import cookiecutter
+
+SLUG = "{{cookiecutter.project_slug}}"
+# The tools of this interpreter's environment (cruft, ruff, dvc, pre-commit) even when it is not activated.
+# A fast subset of the generated project's own tests: code and config, no training.
+FAST_PROJECT_TESTS = ["tests/test_notebooks.py::test_notebook_has_no_outputs"]
+TOOLS_ENV = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def git(*args: str, cwd: Path) -> str:
+    return run(["git", *args], cwd=cwd, env=TOOLS_ENV).stdout.strip()
+
+
+def snapshot_template(destination: Path) -> Path:
+    """The template as it is on disk (committed or not, ignored files left out), as a fresh git repository."""
+    destination.mkdir(parents=True)
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=TEMPLATE,
+                            capture_output=True, check=True)
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        source = TEMPLATE / name
+        if source.is_file() and not source.is_symlink():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    git("init", "-q", "-b", "main", cwd=destination)
+    git("add", "-A", cwd=destination)
+    git("commit", "-q", "-m", "template v1", cwd=destination)
+    return destination
+
+
+def commit_template_change(template: Path) -> str:
+    """A maintainer's release: a new rendered file, an edit to a file users rarely touch, an edit to README."""
+    project = template / SLUG
+    (project / "docs").mkdir(exist_ok=True)
+    (project / "docs" / "UPGRADING.md").write_text("# Upgrading {{ cookiecutter.project_name }}\n", encoding="utf-8")
+    with (project / "LICENSE").open("a", encoding="utf-8") as license_file:
+        license_file.write("\nTemplate maintainers' note.\n")
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    title, rest = readme.split("\n", 1)
+    (project / "README.md").write_text(f"{title}\n\n> Template v2 line.\n{rest}", encoding="utf-8")
+    git("add", "-A", cwd=template)
+    git("commit", "-q", "-m", "template v2", cwd=template)
+    return git("rev-parse", "HEAD", cwd=template)
+
+
+@pytest.fixture(scope="module")
+def updated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Bake from template v1, change the project, release template v2, `cruft update` the project."""
+    root = tmp_path_factory.mktemp("update")
+    template = snapshot_template(root / "template")
+    v1 = git("rev-parse", "HEAD", cwd=template)
+    project = Path(cookiecutter(str(template), no_input=True, output_dir=str(root / "out")))
+    state_v1 = json.loads((project / ".cruft.json").read_text(encoding="utf-8"))
+    check_v1 = run(["cruft", "check"], cwd=project, env=TOOLS_ENV, check=False)
+
+    # The user's own work, committed: a README section and a config comment.
+    with (project / "README.md").open("a", encoding="utf-8") as readme:
+        readme.write("\n## Our team's notes\n\nUser line that must survive.\n")
+    config = project / "conf" / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace("seed: 42", "seed: 42  # our lucky number"),
+                      encoding="utf-8")
+    git("commit", "-q", "-am", "our changes", cwd=project)
+
+    v2 = commit_template_change(template)
+    check_v2 = run(["cruft", "check"], cwd=project, env=TOOLS_ENV, check=False)
+    update = run(["cruft", "update", "-y"], cwd=project, env=TOOLS_ENV, timeout=300)
+    return {"project": project, "v1": v1, "v2": v2, "state_v1": state_v1, "check_v1": check_v1,
+            "check_v2": check_v2, "update": update}
+
+
+def test_bake_records_the_template(updated: dict) -> None:
+    state = updated["state_v1"]
+    assert state["commit"] == updated["v1"]
+    assert Path(state["template"]).name == "template" and Path(state["template"]).is_absolute()
+    assert state["context"]["cookiecutter"]["project_slug"] == "fraud-detection"
+    assert {".git", ".dvc"} <= set(state["skip"]), "cruft must never diff the hook's git and DVC folders"
+    assert "_output_dir" not in state["context"]["cookiecutter"]
+    assert updated["check_v1"].returncode == 0, updated["check_v1"].stdout
+
+
+def test_cruft_check_sees_a_new_template_release(updated: dict) -> None:
+    assert updated["check_v2"].returncode != 0
+
+
+def test_update_merges_template_changes_and_keeps_the_users(updated: dict) -> None:
+    project: Path = updated["project"]
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert "User line that must survive." in readme
+    assert "> Template v2 line." in readme
+    assert "# our lucky number" in (project / "conf" / "config.yaml").read_text(encoding="utf-8")
+    assert (project / "docs" / "UPGRADING.md").read_text(encoding="utf-8") == "# Upgrading Fraud Detection\n"
+    assert "Template maintainers' note." in (project / "LICENSE").read_text(encoding="utf-8")
+    state = json.loads((project / ".cruft.json").read_text(encoding="utf-8"))
+    assert state["commit"] == updated["v2"]
+    assert not list(project.rglob("*.rej")), "the update left rejected hunks"
+    status = git("status", "--porcelain", cwd=project)
+    assert ".git/" not in status and ".dvc/" not in status, status
+
+
+def test_updated_project_still_passes_its_checks(updated: dict) -> None:
+    project: Path = updated["project"]
+    git("add", "-A", cwd=project)
+    git("commit", "-q", "-m", "Update from the template", cwd=project)
+    # The updated project's own code, not whichever copy of the package is installed.
+    env = {**TOOLS_ENV, "PYTHONPATH": str(project / "src")}
+    run(["ruff", "check", "."], cwd=project, env=env)
+    run([sys.executable, "pipelines/params.py", "--check"], cwd=project, env=env)
+    run(["dvc", "status"], cwd=project, env=env)
+    run([sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider",
+         *FAST_PROJECT_TESTS], cwd=project, env=env, timeout=600)
+    assert git("status", "--porcelain", cwd=project) == ""

@@ -1,0 +1,28 @@
+"""DVC stage `evaluate`: the trained model on the golden set -> reports/metrics.json, predictions, plots."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from {{ cookiecutter.package_name }}.artifact import load_model
+from {{ cookiecutter.package_name }}.cli import run_stage
+from {{ cookiecutter.package_name }}.evaluation import evaluate, load_golden, write_evaluation
+
+
+def main(cfg: DictConfig) -> int:
+    model = load_model(cfg.paths.model)
+    report, predictions, plots = evaluate(model, load_golden(cfg.paths.golden))
+    write_evaluation(report, predictions, plots, Path(cfg.paths.reports), Path(cfg.paths.plots))
+    overall = report["overall"]
+    print(f"golden set: {overall['rows']} rows, roc_auc={overall['roc_auc']:.4f} pr_auc={overall['pr_auc']:.4f} "
+          f"brier={overall['brier']:.4f} latency={report['latency']['ms_per_row_batch']:.4f} ms/row")
+    for name, check in report["behavioural"].items():
+        print(f"  {'PASS' if check['passed'] else 'FAIL'} {name}: {check['observed']:.4g} (limit {check['limit']:g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("evaluate", main))

@@ -1,0 +1,33 @@
+"""DVC stage `gate`: pass or stop the candidate -> reports/gate.json; exits 1 when any check fails."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from {{ cookiecutter.package_name }}.cli import run_stage
+from {{ cookiecutter.package_name }}.errors import PipelineError
+from {{ cookiecutter.package_name }}.gate import Check, failed_gate, render_table, run_gate
+
+
+def main(cfg: DictConfig) -> int:
+    report_path = Path(cfg.paths.reports) / "gate.json"
+    try:
+        report = run_gate(cfg)
+    except PipelineError as error:
+        # Fail closed, and leave a report that says why for the PR comment and the package stage.
+        report_path.write_text(json.dumps(failed_gate(str(error)), indent=2) + "\n", encoding="utf-8")
+        raise
+    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(render_table([Check(**check) for check in report["checks"]]))
+    champion = report["champion"]
+    print(f"champion: {champion['source']} {champion['reference']}" if champion else "champion: none yet")
+    print(f"gate {'PASSED' if report['passed'] else 'FAILED'}")
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("gate", main))

@@ -1,0 +1,13 @@
+"""Blue-green deployment from git: the state file, the local engine (bentoml serve + nginx), Kubernetes manifests.
+
+- `state`: bentos/deployment.yaml, validated (the desired state; changed by commits).
+- `engine`: make this machine match it (start, check, switch, grace, rollback, stop).
+- `k8s`: render the same state as Kubernetes manifests for Argo CD or Flux.
+- `loadgen`: a bounded loopback load generator to measure a switch.
+
+The CLI is `pipelines/deploy.py`.
+"""
+
+from .state import DeployError, DeploymentState, load_state
+
+__all__ = ["DeployError", "DeploymentState", "load_state"]

@@ -1,0 +1,81 @@
+"""Score a model on the golden set: metrics overall and per slice, behaviour, latency, plot data."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandera.errors import SchemaErrors
+
+from .artifact import ScoringModel
+from .behaviour import behavioural_checks
+from .dataset import GoldenSchema, slice_masks
+from .dataset.schema import ID_COLUMN, LABEL_COLUMN, SLICE_COLUMN
+from .errors import PipelineError
+from .metrics import classification_metrics, plot_data
+from .validation import read_table
+
+
+class GoldenSetError(PipelineError):
+    pass
+
+
+def load_golden(path: str | Path) -> pd.DataFrame:
+    """The golden set, held to the same schema as training data (plus its slice column)."""
+    frame = read_table(path)
+    try:
+        return GoldenSchema.validate(frame, lazy=True)
+    except SchemaErrors as errors:
+        cases = errors.failure_cases.head(10)
+        listed = "; ".join(f"{r.column}: {r.check} ({r.failure_case!r})" for r in cases.itertuples())
+        raise GoldenSetError(f"{path} does not match the golden-set schema: {listed}") from errors
+
+
+def measure_latency(model: ScoringModel, rows: pd.DataFrame, repeats: int = 5) -> dict[str, float]:
+    """Median milliseconds per row for a batch, and for a single row, after a warm-up call."""
+    model.predict_proba(rows.head(8))
+    batch_times, single_times = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.predict_proba(rows)
+        batch_times.append((time.perf_counter() - started) * 1000 / len(rows))
+        started = time.perf_counter()
+        model.predict_proba(rows.head(1))
+        single_times.append((time.perf_counter() - started) * 1000)
+    return {"ms_per_row_batch": float(np.median(batch_times)), "ms_single_row": float(np.median(single_times)),
+            "batch_rows": len(rows)}
+
+
+def evaluate(model: ScoringModel, golden: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """(metrics report, per-row predictions, plot data) for `model` on `golden`."""
+    labels = golden[LABEL_COLUMN].to_numpy()
+    scores = model.predict_proba(golden)
+    if not np.isfinite(scores).all():
+        raise GoldenSetError("the model produced non-finite scores on the golden set")
+    slices = {name: classification_metrics(labels[mask], scores[mask], model.threshold)
+              for name, mask in slice_masks(golden).items() if name != "overall" and mask.any()}
+    behaviour = behavioural_checks(model.predict_proba, golden, model.threshold)
+    report = {
+        "overall": classification_metrics(labels, scores, model.threshold),
+        "threshold": model.threshold,
+        "slices": slices,
+        "latency": measure_latency(model, golden.drop(columns=[LABEL_COLUMN]).head(4096)),
+        "behavioural": {check.name: check.as_dict() for check in behaviour},
+    }
+    predictions = pd.DataFrame({ID_COLUMN: golden[ID_COLUMN].to_numpy(), SLICE_COLUMN: golden[SLICE_COLUMN].to_numpy(),
+                                LABEL_COLUMN: labels, "score": scores})
+    return report, predictions, plot_data(labels, scores, model.threshold)
+
+
+def write_evaluation(report: dict[str, Any], predictions: pd.DataFrame, plots: dict[str, Any],
+                     reports_dir: Path, plots_dir: Path) -> None:
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    (reports_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    predictions.to_parquet(reports_dir / "predictions.parquet", index=False)
+    for name, rows in plots.items():
+        (plots_dir / f"{name}.json").write_text(json.dumps(rows) + "\n", encoding="utf-8")
