@@ -25,12 +25,14 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.ablations:
         args.paths = list(dict.fromkeys([*args.paths, *ABLATIONS]))
     return args
+
+
+@dataclass
+class Timing:
+    """One timed run: training samples processed, wall-clock and process CPU seconds."""
+
+    samples: int
+    wall_s: float
+    cpu_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.samples / self.wall_s
+
+    @property
+    def cpu_rate(self) -> float:
+        return self.samples / self.cpu_s
+
+
+class Stopwatch:
+    """Wall and CPU clocks, read after the device has finished its queued work."""
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self.sync = sync
+
+    def start(self) -> None:
+        self.sync()
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self, samples: int) -> Timing:
+        self.sync()
+        return Timing(samples, time.perf_counter() - self.wall, time.process_time() - self.cpu)
 
 
 class Setup:
@@ -162,20 +196,19 @@ def resident_epoch(setup: Setup, x: torch.Tensor, y: torch.Tensor, step: Callabl
         running += step(x[index], y[index])  # a running loss, kept on the device like self.log's
 
 
-def run_raw(setup: Setup, clip: float) -> float:
+def run_raw(setup: Setup, clip: float) -> Timing:
     x, y = setup.train_x.to(setup.device), setup.train_y.to(setup.device)
     step = make_step(setup, setup.network(), clip)
     for epoch in range(setup.args.warmup_epochs):
         resident_epoch(setup, x, y, step, epoch)
-    setup.sync()
-    started = time.perf_counter()
+    watch = Stopwatch(setup.sync)
+    watch.start()
     for epoch in range(setup.args.warmup_epochs, setup.args.warmup_epochs + setup.args.epochs):
         resident_epoch(setup, x, y, step, epoch)
-    setup.sync()
-    return setup.n_train * setup.args.epochs / (time.perf_counter() - started)
+    return watch.stop(setup.n_train * setup.args.epochs)
 
 
-def run_dataloader(setup: Setup) -> float:
+def run_dataloader(setup: Setup) -> Timing:
     from torch.utils.data import DataLoader, TensorDataset
 
     cuda = setup.device.type == "cuda"
@@ -192,12 +225,11 @@ def run_dataloader(setup: Setup) -> float:
             step(features.to(setup.device, non_blocking=True), labels.to(setup.device, non_blocking=True))
 
     epoch(limit=10)  # warm-up: a few batches (workers started, kernels chosen)
-    setup.sync()
-    started = time.perf_counter()
+    watch = Stopwatch(setup.sync)
+    watch.start()
     for _ in range(setup.args.dataloader_epochs):
         epoch()
-    setup.sync()
-    return setup.n_train * setup.args.dataloader_epochs / (time.perf_counter() - started)
+    return watch.stop(setup.n_train * setup.args.dataloader_epochs)
 
 
 # ---------------------------------------------------------------- Lightning
@@ -231,25 +263,24 @@ def lightning_classes(setup: Setup) -> dict[str, type]:
     return {"": base, "no-step-log": NoStepLog, "epoch-log-only": EpochLogOnly, "no-log": NoLog}
 
 
-def run_lightning(setup: Setup, variant: str = "", validate: bool = False, clip: float | None = None) -> float:
+def run_lightning(setup: Setup, variant: str = "", validate: bool = False, clip: float | None = None) -> Timing:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import Callback
 
     args = setup.args
     total_epochs = args.warmup_epochs + args.epochs
+    watch = Stopwatch(setup.sync)
 
     class Clock(Callback):
         """Start after the warm-up epochs, stop at the end of the last epoch (validation included)."""
 
         def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             if trainer.current_epoch == args.warmup_epochs:
-                setup.sync()
-                self.started = time.perf_counter()
+                watch.start()
 
         def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             if trainer.current_epoch == total_epochs - 1:
-                setup.sync()
-                self.stopped = time.perf_counter()
+                self.timing = watch.stop(setup.n_train * args.epochs)
 
     cfg = setup.model_cfg
     torch.manual_seed(args.seed)
@@ -268,11 +299,11 @@ def run_lightning(setup: Setup, variant: str = "", validate: bool = False, clip:
             callbacks=[setup.training.ResidentData(), clock], default_root_dir=root,
         )
         trainer.fit(model, datamodule=setup.datamodule)
-    return setup.n_train * args.epochs / (clock.stopped - clock.started)
+    return clock.timing
 
 
 # ---------------------------------------------------------------- driver
-def runner(setup: Setup, path: str) -> Callable[[], float]:
+def runner(setup: Setup, path: str) -> Callable[[], Timing]:
     return {
         "raw": lambda: run_raw(setup, setup.clip),
         "raw:no-clip": lambda: run_raw(setup, 0.0),
@@ -310,36 +341,45 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
-def report(setup: Setup, results: dict[str, list[float]], syncs: dict[str, float]) -> None:
+def report(setup: Setup, results: dict[str, list[Timing]], syncs: dict[str, float]) -> None:
     args = setup.args
-    raw = statistics.median(results["raw"]) if results.get("raw") else None
-    raw_step_us = args.batch_size / raw * 1e6 if raw else None
+    best = {path: max(t.rate for t in runs) for path, runs in results.items()}
+    best_cpu = {path: max(t.cpu_rate for t in runs) for path, runs in results.items()}
+    raw, raw_cpu = best.get("raw"), best_cpu.get("raw")
     rows = []
-    for path, values in results.items():
-        median = statistics.median(values)
-        step_us = args.batch_size / median * 1e6
+    for path, runs in results.items():
+        step_us = args.batch_size / best[path] * 1e6
+        cpu_step_us = args.batch_size / best_cpu[path] * 1e6
         rows.append([
-            path, f"{median / 1e6:.3f} M", f"{min(values) / 1e6:.3f}-{max(values) / 1e6:.3f} M",
-            f"{step_us:,.0f}", f"{step_us - raw_step_us:+,.0f}" if raw_step_us else "",
-            f"{median / raw:.3f}" if raw else "", f"{syncs[path]:.2f}" if path in syncs else "",
+            path, f"{best[path] / 1e6:.3f} M", f"{statistics.median(t.rate for t in runs) / 1e6:.3f} M",
+            f"{step_us:,.0f}", f"{best[path] / raw:.3f}" if raw else "",
+            f"{best_cpu[path] / 1e6:.3f} M", f"{cpu_step_us:,.0f}",
+            f"{cpu_step_us - args.batch_size / raw_cpu * 1e6:+,.0f}" if raw_cpu else "",
+            f"{best_cpu[path] / raw_cpu:.3f}" if raw_cpu else "",
+            f"{syncs[path]:.2f}" if path in syncs else "",
         ])
     print(f"\ntraining throughput on {setup.device.type} "
           f"({'bf16 autocast' if setup.bf16 else 'fp32'}), MLP {setup.datamodule.n_features}-"
           f"{'-'.join(map(str, setup.model_cfg['hidden_sizes']))}-1, batch {args.batch_size}, "
           f"{setup.n_train:,} train rows ({setup.steps_per_epoch} steps/epoch), {args.epochs} timed epochs "
-          f"after {args.warmup_epochs} warm-up, grad clip {setup.clip or 'off'}, "
-          f"median of {args.repeats}")
-    headers = ["path", "samples/s", "range", "us/step", "vs raw us/step", "x raw", "host syncs/step"]
+          f"after {args.warmup_epochs} warm-up, grad clip {setup.clip or 'off'}, best and median of "
+          f"{args.repeats} runs; 'per CPU-s' divides by the process's CPU time, which other load on the "
+          f"machine disturbs less than the wall clock")
+    headers = ["path", "samples/s best", "median", "us/step", "x raw", "samples per CPU-s", "CPU us/step",
+               "CPU us/step vs raw", "x raw (CPU)", "scalar reads/step"]
     print(table(headers, rows))
-    if raw and results.get("lightning"):
-        ratio = statistics.median(results["lightning"]) / raw
+    if raw and "lightning" in best:
         note = "" if setup.device.type == "cuda" else " (measured on CPU; the >= 0.95 target is for GPU)"
-        print(f"\nLightning / raw = {ratio:.3f}{note}")
+        print(f"\nLightning / raw = {best['lightning'] / raw:.3f} wall, "
+              f"{best_cpu['lightning'] / raw_cpu:.3f} CPU time{note}")
+    if syncs:
+        print("scalar reads/step: aten::_local_scalar_dense calls (.item(), float(), bool() on a tensor). On a GPU "
+              "each read of a device tensor stalls the host until the device catches up; the optimizer's own "
+              "reads of its CPU-side step counters (one per parameter tensor) do not.")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    quiet_lightning()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
@@ -347,22 +387,27 @@ def main(argv: list[str] | None = None) -> int:
         setup = Setup(args, project)
         import lightning
 
+        quiet_lightning()  # after the import: lightning sets its own log level when imported
         print(f"project {project}\n{machine_line()}, torch threads {torch.get_num_threads()}, "
-              f"device {torch.cuda.get_device_name() if setup.device.type == 'cuda' else 'cpu'}")
+              f"device {torch.cuda.get_device_name() if setup.device.type == 'cuda' else 'cpu'}, "
+              f"load average {os.getloadavg()[0]:.1f}")
         print(f"data: {args.rows:,} rows generated and preprocessed in {setup.prepare_s:.1f}s "
               f"(lightning {lightning.__version__})", flush=True)
-        results: dict[str, list[float]] = {path: [] for path in args.paths}
+        results: dict[str, list[Timing]] = {path: [] for path in args.paths}
         for repeat in range(args.repeats):
-            for path in args.paths:
-                results[path].append(runner(setup, path)())
-                print(f"  run {repeat + 1}/{args.repeats} {path}: {results[path][-1] / 1e6:.3f} M samples/s",
-                      flush=True)
+            for path in args.paths:  # interleaved, so drift in machine load spreads over every path
+                timing = runner(setup, path)()
+                results[path].append(timing)
+                print(f"  run {repeat + 1}/{args.repeats} {path}: {timing.rate / 1e6:.3f} M samples/s "
+                      f"({timing.cpu_rate / 1e6:.3f} M per CPU-s)", flush=True)
         syncs = {path: count_syncs(setup, path) for path in args.paths} if args.count_syncs else {}
         report(setup, results, syncs)
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
         if args.json:
-            args.json.write_text(json.dumps({"device": setup.device.type, "bf16": setup.bf16,
-                                             "args": {k: str(v) for k, v in vars(args).items()},
-                                             "samples_per_s": results, "host_syncs_per_step": syncs}, indent=2))
+            args.json.write_text(json.dumps({
+                "device": setup.device.type, "bf16": setup.bf16, "args": {k: str(v) for k, v in vars(args).items()},
+                "runs": {path: [vars(t) for t in runs] for path, runs in results.items()},
+                "scalar_reads_per_step": syncs}, indent=2) + "\n")
     return 0
 
 

@@ -7,8 +7,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import sys
+
 import pytest
-from conftest import CONTEXT, bake
+from conftest import CONTEXT, bake, run
 
 CHOICE_OPTIONS = {key: value for key, value in CONTEXT.items() if isinstance(value, list)}
 FREE_OPTIONS = {
@@ -96,6 +98,8 @@ def test_bake_matrix_renders_every_option(tmp_path: Path, answers: dict[str, str
     else:
         assert "runs-on: ubuntu-latest  # training runner" in retrain
     assert answers["license"] in (project / "LICENSE").read_text()
+    # params.yaml ships composed from this bake's conf/ (the accelerator changes the trainer group).
+    run([sys.executable, "pipelines/params.py", "--check"], cwd=project)
 
 
 @pytest.mark.slow

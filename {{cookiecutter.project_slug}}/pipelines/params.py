@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hydra.errors import HydraException
+
 from {{ cookiecutter.package_name }}.config import PARAMS_FILE, compose_params, params_drift
 
 
@@ -30,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("params.yaml matches conf/")
         return 0
-    PARAMS_FILE.write_text(compose_params(args.overrides), encoding="utf-8")
+    try:
+        composed = compose_params(args.overrides)
+    except HydraException as error:  # unknown group option, bad override syntax, missing config
+        print(f"cannot compose conf/ with {args.overrides}: {error}", file=sys.stderr)
+        return 2
+    PARAMS_FILE.write_text(composed, encoding="utf-8")
     print(f"wrote {PARAMS_FILE} from conf/" + (f" with {' '.join(args.overrides)}" if args.overrides else ""))
     return 0
 

@@ -38,6 +38,8 @@ HEADLINE = (
     "accuracy",
 )
 SLICE_METRICS = ("rows", "positives", "roc_auc", "pr_auc", "recall", "precision")
+# Rows of `dvc metrics diff` embedded at most (the tables above carry what matters).
+MAX_DVC_DIFF_ROWS = 150
 PLOT_NAMES = {
     "roc": "ROC",
     "precision_recall": "Precision-recall",
@@ -186,6 +188,32 @@ def plots_section(plots_dir: Path, run_url: str | None, artifact: str) -> list[s
     ]
 
 
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def numeric_dvc_diff(markdown: str, max_rows: int = MAX_DVC_DIFF_ROWS) -> str:
+    """`dvc metrics diff --md` without its text leaves (check names, details): numbers only, capped."""
+    lines = [line for line in markdown.strip().splitlines() if line.startswith("|")]
+    if len(lines) < 2:
+        return markdown.strip()
+    header, rule, rows = lines[0], lines[1], lines[2:]
+    kept = []
+    for row in rows:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        # | Path | Metric | <base> | <new> | Change |: keep the row when a value is a number.
+        if any(_numeric(value) for value in cells[2:4]):
+            kept.append(row)
+    if not kept:
+        return "No numeric metric changed."
+    note = f"\n\n_({len(kept) - max_rows} more rows in the artifact)_" if len(kept) > max_rows else ""
+    return "\n".join([header, rule, *kept[:max_rows]]) + note
+
+
 def headline(outcome: str, gate: dict[str, Any] | None) -> str:
     if gate is not None and gate.get("passed") and outcome != "failure":
         return "✅ Gate passed: this model can be released after merge"
@@ -275,7 +303,7 @@ def build_report(
         lines += [
             "<details><summary><code>dvc metrics diff</code> (every tracked metric that changed)</summary>",
             "",
-            dvc_diff.strip(),
+            numeric_dvc_diff(dvc_diff),
             "",
             "</details>",
             "",

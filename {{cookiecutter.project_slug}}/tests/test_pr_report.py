@@ -158,9 +158,33 @@ def test_plots_link_to_the_run_artifact(tmp_path: Path) -> None:
     assert "[`retrain-reports` artifact](https://github.com/o/r/actions/runs/1#artifacts)" in body
 
 
-def test_dvc_diff_is_embedded_folded_and_huge_bodies_are_truncated() -> None:
-    body = pr_report.build_report(METRICS, BASE, GATE_PASSED, dvc_diff="| Path | Metric |\n|---|---|")
-    assert "<code>dvc metrics diff</code>" in body and "| Path | Metric |" in body
+DVC_DIFF = """\
+| Path                 | Metric                 | main   | workspace   | Change   |
+|----------------------|------------------------|--------|-------------|----------|
+| reports/gate.json    | checks.0.name          | -      | roc_auc_min | -        |
+| reports/metrics.json | overall.roc_auc        | 0.89   | 0.91        | 0.02     |
+| reports/metrics.json | overall.rows           | -      | 1000        | -        |
+| reports/metrics.json | behavioural.mft.passed | True   | False       | -        |
+"""
+
+
+def test_dvc_diff_is_embedded_folded_with_numbers_only() -> None:
+    body = pr_report.build_report(METRICS, BASE, GATE_PASSED, dvc_diff=DVC_DIFF)
+    assert "<code>dvc metrics diff</code>" in body
+    assert "| reports/metrics.json | overall.roc_auc        | 0.89   | 0.91        | 0.02     |" in body
+    assert "overall.rows" in body
+    assert "checks.0.name" not in body and "behavioural.mft.passed" not in body
+
+
+def test_dvc_diff_is_capped() -> None:
+    rows = "\n".join(f"| m.json | overall.m{i} | 1 | 2 | 1 |" for i in range(400))
+    trimmed = pr_report.numeric_dvc_diff("| Path | Metric | a | b | Change |\n|---|---|---|---|---|\n" + rows)
+    assert trimmed.count("| m.json |") == pr_report.MAX_DVC_DIFF_ROWS
+    assert trimmed.endswith(f"_({400 - pr_report.MAX_DVC_DIFF_ROWS} more rows in the artifact)_")
+    assert pr_report.numeric_dvc_diff("| Path | Metric |\n|---|---|") == "No numeric metric changed."
+
+
+def test_huge_bodies_are_truncated_below_githubs_limit() -> None:
     huge = pr_report.build_report(METRICS, BASE, GATE_PASSED, dvc_diff="x" * 100_000)
     assert len(huge) < 65_536
     assert huge.rstrip().endswith("_(report truncated; the full tables are in the artifact)_")
@@ -204,7 +228,7 @@ def test_cli_reads_the_base_from_git_and_writes_the_body(
     git(tmp_path, "commit", "-q", "-m", "base")
     (reports / "metrics.json").write_text(json.dumps(METRICS), encoding="utf-8")
     (reports / "gate.json").write_text(json.dumps(GATE_FAILED), encoding="utf-8")
-    (tmp_path / "diff.md").write_text("| Path | roc_auc |\n", encoding="utf-8")
+    (tmp_path / "diff.md").write_text(DVC_DIFF, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
 
     assert (
@@ -217,7 +241,7 @@ def test_cli_reads_the_base_from_git_and_writes_the_body(
     body = (tmp_path / "out" / "pr_report.md").read_text(encoding="utf-8")
     assert body.startswith(pr_report.MARKER)
     assert table_row(body, "roc_auc") == "| roc_auc | 0.89 | 0.91 | +0.02 🟢 |"
-    assert "❌ Gate failed" in body and "| Path | roc_auc |" in body
+    assert "❌ Gate failed" in body and "overall.roc_auc" in body
 
 
 def test_cli_with_an_unknown_base_rev_still_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,9 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+TEMPLATES.filters["fmt"] = _fmt
+
+
 def front_matter(model_name: str, license_id: str, metrics: dict[str, Any], golden_md5: str) -> str:
     """Hugging Face model-card metadata, with a model-index of the golden-set results."""
     document = {

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -73,7 +74,7 @@ def load_config(overrides: list[str] | None = None, params_file: Path = PARAMS_F
     try:
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as error:
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as error:
         raise ConfigError(f"bad override {overrides}: {error}") from error
     check_config(cfg)
     return cfg  # type: ignore[return-value]

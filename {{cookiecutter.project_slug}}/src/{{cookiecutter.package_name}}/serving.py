@@ -47,6 +47,8 @@ def _field_for(column: Any) -> tuple[Any, Any]:
             constraints["min_length"] = stats["min_value"]
     if annotation is int:
         constraints["strict"] = True  # "3" or 3.5 is not silently an int
+    if str(column.dtype).startswith("datetime64"):
+        constraints.setdefault("lt", dt.datetime(2262, 1, 1))  # beyond this, datetime64[ns] overflows
     return annotation, Field(**constraints)
 
 

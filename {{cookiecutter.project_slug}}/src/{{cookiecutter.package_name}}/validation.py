@@ -134,7 +134,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
             parsed = parsed.fillna(False).astype("bool")
         # Empty cells stay null (NaN/NaT) and fail the schema's not-null check.
         frame[name] = parsed
-    frame.attrs["parse_failures"] = pd.concat(failures, ignore_index=True) if failures else None
+    # Plain records, not a frame: pandas compares attrs when frames are combined.
+    frame.attrs["parse_failures"] = pd.concat(failures, ignore_index=True).to_dict("records") if failures else []
     return frame
 
 
@@ -150,9 +151,9 @@ def validate_frame(frame: pd.DataFrame, max_quarantine_share: float, max_failure
         schema.validate(frame, lazy=True)
     except SchemaErrors as errors:
         failure_cases = errors.failure_cases
-    parse_failures = frame.attrs.get("parse_failures")
-    if parse_failures is not None:
-        failure_cases = pd.concat([parse_failures, failure_cases], ignore_index=True)
+    parse_failures = frame.attrs.pop("parse_failures", [])
+    if parse_failures:
+        failure_cases = pd.concat([pd.DataFrame(parse_failures), failure_cases], ignore_index=True)
     failure_cases = failure_cases.astype({"index": "object"})
     is_frame_level = failure_cases["index"].isna() | failure_cases["check"].astype(str).str.startswith(FRAME_CHECKS)
     for row in failure_cases[is_frame_level].itertuples():

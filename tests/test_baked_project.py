@@ -1,0 +1,30 @@
+"""Inside the default bake: its own lint and tests pass, and its pipeline runs end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from conftest import run
+
+
+def test_ruff_is_clean(default_project: Path) -> None:
+    run([sys.executable, "-m", "ruff", "check", "."], cwd=default_project)
+    run([sys.executable, "-m", "ruff", "format", "--check", "."], cwd=default_project)
+
+
+def test_its_own_test_suite_passes(default_project: Path) -> None:
+    result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow"],
+                 cwd=default_project, timeout=1800)
+    assert " passed" in result.stdout and " failed" not in result.stdout
+
+
+def test_dvc_repro_runs_the_shipped_pipeline_then_is_a_no_op(project_copy: Path) -> None:
+    first = run(["dvc", "repro"], cwd=project_copy, timeout=1800)
+    for stage in ("validate", "train", "evaluate", "gate", "package"):
+        assert f"Running stage '{stage}'" in first.stdout, first.stdout
+    package = json.loads((project_copy / "reports" / "package.json").read_text())
+    assert package["gate_passed"] is True and package["bento_tag"]
+    second = run(["dvc", "repro"], cwd=project_copy)
+    assert "Running stage" not in second.stdout

@@ -1,0 +1,311 @@
+"""A generated project's everyday tooling works: `make setup`, the git hooks, every Makefile target.
+
+The hooks must pass on a fresh project and catch what they are there to catch: notebook output,
+lint errors, a params.yaml that drifted from conf/, broken YAML, a bad workflow, conflict markers,
+large files. Every Makefile target runs for real (server targets in the slow tier, or fast variants).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import bake, run
+
+PACKAGE = "fraud_detection"
+TARGETS = ("setup", "test", "lint", "params", "repro", "data", "serve", "rollout", "rollback", "deploy-status",
+           "ci-local")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """This interpreter's tools on PATH (even when its venv is not activated); one mypy cache for the module."""
+    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MYPY_CACHE_DIR": str(tmp_path_factory.mktemp("mypy-cache"))}
+
+
+def installed_project() -> Path | None:
+    """The project the package is currently installed (editable) from, if any."""
+    found = subprocess.run([sys.executable, "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"],
+                           capture_output=True, text=True)
+    return Path(found.stdout.strip()).parents[2] if found.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Iterator[Path]:
+    """A fresh bake after `make setup`: installed from here, first data version committed, hooks installed.
+
+    `make setup` installs this project into the running environment; afterwards the install other
+    tests rely on (the session's default project) is put back.
+    """
+    before = installed_project()
+    baked = bake(tmp_path_factory.mktemp("habits"))
+    try:
+        run(["make", "setup", f"PYTHON={sys.executable}"], cwd=baked, env=env, timeout=900)
+        yield baked
+    finally:
+        if before is not None and before.exists() and before != baked:
+            run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(before)], cwd=before)
+
+
+@pytest.fixture
+def copy(project: Path, tmp_path: Path) -> Path:
+    """A private copy of the set-up project (git, hooks, DVC cache and data included) for a test to change."""
+    target = tmp_path / project.name
+    shutil.copytree(project, target, symlinks=True)
+    return target
+
+
+def make(target: str, cwd: Path, env: dict[str, str], *variables: str, timeout: float = 900,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(["make", target, f"PYTHON={sys.executable}", *variables], cwd=cwd, env=env, timeout=timeout,
+               check=check)
+
+
+def git(cwd: Path, *args: str) -> str:
+    return run(["git", *args], cwd=cwd).stdout.strip()
+
+
+# --- make setup, help and the README --------------------------------------------------------------
+
+
+def test_make_setup_leaves_a_ready_project(project: Path) -> None:
+    for hook in ("pre-commit", "pre-push", "post-checkout"):
+        assert "pre-commit" in (project / ".git" / "hooks" / hook).read_text(), f"{hook} hook not installed"
+    assert (project / "data" / "raw" / "transactions.parquet.dvc").is_file()
+    assert (project / "data" / "raw" / "transactions.parquet").is_file()
+    assert git(project, "status", "--porcelain") == ""
+    assert git(project, "log", "-1", "--format=%s").startswith("data: raw v(")
+
+
+def test_make_setup_again_is_harmless(copy: Path, env: dict[str, str]) -> None:
+    """A second `make setup` (or a teammate's first, on a clone) fetches the data instead of making more."""
+    head = git(copy, "rev-parse", "HEAD")
+    (copy / "data" / "raw" / "transactions.parquet").unlink()
+    make("setup", copy, env, timeout=900)
+    assert (copy / "data" / "raw" / "transactions.parquet").is_file()
+    assert git(copy, "rev-parse", "HEAD") == head
+
+
+def test_make_help_and_readme_cover_every_target(project: Path, env: dict[str, str]) -> None:
+    listed = make("help", project, env).stdout
+    makefile = (project / "Makefile").read_text(encoding="utf-8")
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    declared = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.MULTILINE))
+    assert declared == {"help", *TARGETS}, "a target was added or removed: update TARGETS and the README"
+    for target in TARGETS:
+        assert re.search(rf"make {re.escape(target)}\s", listed), f"`make help` does not list {target}"
+        assert f"`make {target}" in readme, f"the README does not document `make {target}`"
+    assert "/tmp/" not in readme and "/root/" not in readme
+
+
+# --- pre-commit ---------------------------------------------------------------------------------
+
+
+def test_make_lint_passes_on_a_fresh_project(project: Path, env: dict[str, str]) -> None:
+    result = make("lint", project, env, timeout=600, check=False)
+    assert result.returncode == 0, f"pre-commit fails on a fresh project:\n{result.stdout[-8000:]}{result.stderr}"
+    assert git(project, "status", "--porcelain") == "", "a hook rewrote files of a fresh project"
+
+
+def plant_notebook_output(project: Path) -> str:
+    path = project / "notebooks" / "explore.ipynb"
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    cell = next(cell for cell in notebook["cells"] if cell["cell_type"] == "code")
+    cell["execution_count"] = 1
+    cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["a customer's card number\n"]}]
+    path.write_text(json.dumps(notebook, indent=1) + "\n", encoding="utf-8")
+    return "notebooks/explore.ipynb"
+
+
+def plant_ruff_error(project: Path) -> str:
+    (project / "src" / PACKAGE / "planted.py").write_text('"""Planted."""\n\nimport os\n', encoding="utf-8")
+    return f"src/{PACKAGE}/planted.py"
+
+
+def plant_params_drift(project: Path) -> str:
+    params = project / "params.yaml"
+    text = params.read_text(encoding="utf-8")
+    assert "\nseed: 42\n" in text
+    params.write_text(text.replace("\nseed: 42\n", "\nseed: 7\n"), encoding="utf-8")
+    return "params.yaml"
+
+
+def plant_broken_yaml(project: Path) -> str:
+    with (project / "conf" / "model" / "mlp.yaml").open("a", encoding="utf-8") as conf:
+        conf.write("hidden_sizes: [64, 32\n")
+    return "conf/model/mlp.yaml"
+
+
+def plant_invalid_workflow(project: Path) -> str:
+    (project / ".github" / "workflows" / "planted.yml").write_text(
+        "name: planted\non: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n", encoding="utf-8")  # no steps
+    return ".github/workflows/planted.yml"
+
+
+def plant_conflict_markers(project: Path) -> str:
+    with (project / "pipelines" / "train.py").open("a", encoding="utf-8") as script:
+        script.write("<<<<<<< HEAD\nx = 1\n=======\nx = 2\n>>>>>>> feature\n")
+    return "pipelines/train.py"
+
+
+def plant_large_file(project: Path) -> str:
+    (project / "data" / "extra.csv").write_text("amount\n" + "12.5\n" * 150_000, encoding="utf-8")
+    return "data/extra.csv"
+
+
+PLANTED = {
+    "nbstripout": plant_notebook_output,
+    "ruff": plant_ruff_error,
+    "params-drift": plant_params_drift,
+    "check-syntax": plant_broken_yaml,
+    "check-github-workflows": plant_invalid_workflow,
+    "check-merge-conflict": plant_conflict_markers,
+    "check-large-files": plant_large_file,
+}
+
+
+@pytest.mark.parametrize("hook", list(PLANTED))
+def test_hook_catches_a_planted_problem(hook: str, copy: Path, env: dict[str, str]) -> None:
+    clean = run(["pre-commit", "run", hook, "--all-files"], cwd=copy, env=env, check=False)
+    assert clean.returncode == 0, f"{hook} fails before anything was planted:\n{clean.stdout}"
+    path = PLANTED[hook](copy)
+    caught = run(["pre-commit", "run", hook, "--files", path], cwd=copy, env=env, check=False)
+    assert caught.returncode != 0, f"{hook} let a planted problem in {path} through:\n{caught.stdout}"
+    assert "Failed" in caught.stdout
+
+
+def test_nbstripout_restores_the_committed_notebook(copy: Path, env: dict[str, str]) -> None:
+    """The committed notebook is exactly what nbstripout produces: stripping a run gives it back."""
+    path = copy / "notebooks" / "explore.ipynb"
+    committed = path.read_bytes()
+    plant_notebook_output(copy)
+    run(["pre-commit", "run", "nbstripout", "--files", "notebooks/explore.ipynb"], cwd=copy, env=env, check=False)
+    assert path.read_bytes() == committed
+
+
+def test_git_commit_is_blocked_by_the_hooks(copy: Path, env: dict[str, str]) -> None:
+    planted = [plant_ruff_error(copy), plant_params_drift(copy)]
+    run(["git", "add", *planted], cwd=copy)
+    commit = run(["git", "commit", "-m", "planted"], cwd=copy, env=env, check=False)
+    assert commit.returncode != 0, "git commit went through with a lint error and a drifted params.yaml"
+    assert "ruff" in commit.stdout and "params.yaml matches conf/" in commit.stdout
+    assert git(copy, "log", "-1", "--format=%s") != "planted"
+
+
+# --- the other targets, for real ------------------------------------------------------------------
+
+
+def test_make_params_recomposes_without_drift(copy: Path, env: dict[str, str]) -> None:
+    make("params", copy, env)
+    assert git(copy, "status", "--porcelain") == ""
+
+
+def test_make_test_runs_the_notebook(project: Path, env: dict[str, str]) -> None:
+    if not (project / "tests" / "test_notebooks.py").exists():
+        pytest.skip("baked without notebooks")
+    result = make("test", project, env, "PYTEST_ARGS=-q -p no:cacheprovider tests/test_notebooks.py", timeout=600)
+    assert re.search(r"\d+ passed", result.stdout) and "skipped" not in result.stdout
+
+
+def test_make_repro_runs_a_stage(copy: Path, env: dict[str, str]) -> None:
+    make("repro", copy, env, "REPRO_ARGS=validate", timeout=600)
+    report = json.loads((copy / "reports" / "validation.json").read_text(encoding="utf-8"))
+    assert report["passed"] and report["rows_total"] == report["rows_valid"] + report["rows_quarantined"]
+
+
+def test_make_data_commits_a_new_version(copy: Path, env: dict[str, str]) -> None:
+    pointer = copy / "data" / "raw" / "transactions.parquet.dvc"
+    before = pointer.read_text(encoding="utf-8")
+    make("data", copy, env, "SEED=3", "DRIFT=0.3", "ROWS=5000", timeout=600)
+    assert pointer.read_text(encoding="utf-8") != before
+    assert git(copy, "log", "-1", "--format=%s") == "data: raw v(seed=3, rows=5000, drift=0.3)"
+    assert git(copy, "status", "--porcelain") == ""
+
+
+def test_make_deploy_status_reports_the_state(copy: Path, env: dict[str, str]) -> None:
+    result = make("deploy-status", copy, env, timeout=120)
+    assert "live" in result.stdout
+
+
+def test_make_rollback_refuses_with_nothing_deployed(copy: Path, env: dict[str, str]) -> None:
+    result = make("rollback", copy, env, timeout=120, check=False)
+    assert result.returncode != 0 and "nothing is live" in result.stderr
+    assert git(copy, "status", "--porcelain") == ""
+
+
+def test_make_ci_local_lists_the_workflows(project: Path, env: dict[str, str]) -> None:
+    result = make("ci-local", project, env, "ACT_ARGS=-l", timeout=300)
+    assert re.search(r"\btest\b", result.stdout), result.stdout
+
+
+# --- slow: the release loop and a real CI run -----------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, seconds: float, process: subprocess.Popen[str]) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+@pytest.mark.slow
+def test_make_repro_serve_rollout(copy: Path, env: dict[str, str]) -> None:
+    make("repro", copy, env, timeout=900)
+    package = json.loads((copy / "reports" / "package.json").read_text(encoding="utf-8"))
+    assert package["gate_passed"] and package["bento_tag"]
+
+    port = free_port()
+    server = subprocess.Popen(["make", "serve", f"PYTHON={sys.executable}", f"PORT={port}"], cwd=copy,
+                              env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    try:
+        assert wait_ready(f"http://127.0.0.1:{port}/readyz", 120, server), "make serve never became ready"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+    # Loopback ports of our own, so a rollout here never meets another one on this machine.
+    state = copy / "bentos" / "deployment.yaml"
+    text = state.read_text(encoding="utf-8")
+    for old in ("port: 3001", "port: 3002", "port: 8080"):
+        text = text.replace(old, f"port: {free_port()}", 1)
+    state.write_text(text, encoding="utf-8")
+    git(copy, "add", "-A")
+    git(copy, "commit", "-q", "--no-verify", "-m", "pipeline run; deployment on free ports")
+    try:
+        make("rollout", copy, env, timeout=600)
+        assert git(copy, "log", "-1", "--format=%s").startswith("deploy: ")
+        status = make("deploy-status", copy, env, timeout=120).stdout
+        assert package["bento_tag"] in status
+    finally:
+        run([sys.executable, "pipelines/deploy.py", "stop"], cwd=copy, env=env, check=False, timeout=120)
+
+
+@pytest.mark.slow
+def test_make_ci_local_runs_the_test_job(copy: Path, env: dict[str, str]) -> None:
+    result = make("ci-local", copy, env, timeout=1800, check=False)
+    assert result.returncode == 0, f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    assert "Job succeeded" in result.stdout

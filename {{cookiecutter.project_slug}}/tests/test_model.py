@@ -1,0 +1,65 @@
+"""Model tests: preprocessing travels in the artifact; behaviour of a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }}.artifact import ScoringModel, load_model
+from {{ cookiecutter.package_name }}.behaviour import behavioural_checks
+from {{ cookiecutter.package_name }}.model import build_network
+from {{ cookiecutter.package_name }}.preprocessing import Preprocessor
+from {{ cookiecutter.package_name }}.training import best_f1_threshold
+
+
+@pytest.fixture(scope="module")
+def model(transactions: pd.DataFrame) -> ScoringModel:
+    torch.manual_seed(0)
+    preprocessor = Preprocessor.fit(transactions)
+    network = build_network(len(preprocessor.feature_names), [16], 0.0).eval()
+    return ScoringModel(network, preprocessor, 0.5, {"in_features": len(preprocessor.feature_names),
+                                                      "hidden_sizes": [16], "dropout": 0.0}, {"note": "test"})
+
+
+def test_preprocessor_scales_and_encodes(transactions: pd.DataFrame) -> None:
+    preprocessor = Preprocessor.fit(transactions)
+    matrix = preprocessor.transform(transactions)
+    assert matrix.shape == (len(transactions), len(preprocessor.feature_names))
+    assert matrix.dtype == np.float32
+    numeric = matrix[:, :10]
+    assert np.allclose(numeric.mean(axis=0), 0, atol=1e-5) and np.allclose(numeric.std(axis=0), 1, atol=1e-3)
+    assert np.allclose(matrix[:, 10:].sum(axis=1), 1.0)
+
+
+def test_unseen_category_scores_without_a_wrong_column(transactions: pd.DataFrame) -> None:
+    preprocessor = Preprocessor.fit(transactions)
+    rows = transactions.head(3).assign(merchant_category="casino")
+    assert np.allclose(preprocessor.transform(rows)[:, 10:], 0.0)
+
+
+def test_artifact_round_trip_keeps_scores(model: ScoringModel, transactions: pd.DataFrame, tmp_path: Path) -> None:
+    model.save(tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    np.testing.assert_array_equal(loaded.predict_proba(transactions), model.predict_proba(transactions))
+    assert loaded.preprocessor == model.preprocessor and loaded.metadata == {"note": "test"}
+    assert load_model((tmp_path / "model.pt").read_bytes()).threshold == 0.5
+
+
+def test_best_f1_threshold_separates_a_clean_split() -> None:
+    labels = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
+    assert best_f1_threshold(labels, scores) == 0.8
+
+
+def test_behavioural_checks_catch_a_model_that_ignores_risk(golden: pd.DataFrame) -> None:
+    def backwards(frame: pd.DataFrame) -> np.ndarray:  # riskier rows score lower: every direction is wrong
+        return 1.0 / (1.0 + frame["txn_count_1h"].to_numpy() + (~frame["card_present"]).to_numpy())
+
+    results = {r.name: r for r in behavioural_checks(backwards, golden, threshold=0.5)}
+    assert not results["directional_more_velocity_more_risk"].passed
+    assert not results["directional_card_not_present_more_risk"].passed
+    assert results["invariance_transaction_id"].passed

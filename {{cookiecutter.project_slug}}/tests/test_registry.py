@@ -1,0 +1,73 @@
+"""Registry aliases against a local SQLite tracking store: challenger on pass, champion on approval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from {{ cookiecutter.package_name }}.artifact import ScoringModel
+from {{ cookiecutter.package_name }}.model import build_network
+from {{ cookiecutter.package_name }}.preprocessing import Preprocessor
+from {{ cookiecutter.package_name }}.registry import (
+    CHALLENGER,
+    CHAMPION,
+    RegistryError,
+    aliased_version,
+    promote,
+    register_challenger,
+)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, transactions: pd.DataFrame, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = OmegaConf.create({"logger": {"tracking_uri": "unused", "experiment_name": "registry-test",
+                                       "registered_model_name": "registry-test"}})
+    torch.manual_seed(0)
+    preprocessor = Preprocessor.fit(transactions)
+    model = ScoringModel(build_network(len(preprocessor.feature_names), [8], 0.0).eval(), preprocessor, 0.5,
+                         {"in_features": len(preprocessor.feature_names), "hidden_sizes": [8], "dropout": 0.0},
+                         {"mlflow_run_id": None})
+    model.save(tmp_path / "model.pt")
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("registry-test")
+    example = transactions.drop(columns=["is_fraud"]).head(3)
+    return cfg, tmp_path / "model.pt", example
+
+
+def test_gate_passed_model_becomes_challenger_then_champion(setup) -> None:
+    cfg, path, example = setup
+    version = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "abc"})
+    assert aliased_version(cfg, CHALLENGER) == version and aliased_version(cfg, CHAMPION) is None
+    record = promote(cfg, version, approved_by="alice")
+    assert aliased_version(cfg, CHAMPION) == version
+    assert record["approved_by"] == "alice" and record["approved_at"]
+    second = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "def"})
+    assert promote(cfg, second, approved_by="bob")["previous_champion"] == version
+
+
+def test_failed_gate_is_never_registered(setup) -> None:
+    cfg, path, example = setup
+    with pytest.raises(RegistryError, match="gate did not pass"):
+        register_challenger(cfg, path, example, {"passed": False}, {})
+
+
+def test_promotion_refuses_unknown_or_ungated_versions_and_needs_an_approver(setup) -> None:
+    cfg, path, example = setup
+    version = register_challenger(cfg, path, example, {"passed": True}, {})
+    with pytest.raises(RegistryError, match="no version '99'"):
+        promote(cfg, "99", approved_by="alice")
+    with pytest.raises(RegistryError, match="approver"):
+        promote(cfg, version, approved_by=" ")
+    from mlflow import MlflowClient
+
+    MlflowClient().set_model_version_tag("registry-test", version, "gate_passed", "false")
+    with pytest.raises(RegistryError, match="did not pass the gate"):
+        promote(cfg, version, approved_by="alice")

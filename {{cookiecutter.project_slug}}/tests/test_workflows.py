@@ -1,0 +1,310 @@
+"""The GitHub workflows: valid, least-privilege, runnable offline under act, and triggered by the right files.
+
+GitHub applies `paths` filters itself and act ignores them, so the trigger tests evaluate the
+workflow's own filter globs here, with GitHub's matching rules, against lists of changed files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+ACTIONS = ROOT / ".github" / "actions"
+WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml"))
+ACTION_FILES = sorted(ACTIONS.glob("*/action.yml"))
+NOT_UNDER_ACT = re.compile(r"!\s*env\.ACT\b")
+
+
+@cache
+def load(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def triggers(name: str) -> dict[str, Any]:
+    workflow = load(WORKFLOWS / name)
+    on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` key as True
+    return {event: (config or {}) for event, config in on.items()}
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """GitHub's filter-pattern glob: `*` stays within a folder, `**` crosses folders, `?` one character."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[":
+            end = pattern.index("]", i)
+            out, i = out + pattern[i : end + 1], end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+def path_included(path: str, patterns: list[str]) -> bool:
+    """GitHub's rule: patterns apply in order, the last one that matches decides; `!` excludes."""
+    included = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        if glob_regex(pattern[1:] if negated else pattern).match(path):
+            included = not negated
+    return included
+
+
+def runs_on(name: str, event: str, changed: list[str], branch: str = "main") -> bool:
+    """Would a push/pull_request changing `changed` start workflow `name`?"""
+    on = triggers(name)
+    if event not in on:
+        return False
+    config = on[event]
+    branches = config.get("branches")
+    if branches is not None and not any(path_included(branch, [b]) for b in branches):
+        return False
+    if "paths" in config:
+        return any(path_included(path, config["paths"]) for path in changed)
+    if "paths-ignore" in config:
+        return not all(path_included(path, config["paths-ignore"]) for path in changed)
+    return True
+
+
+# -- the filter helper itself ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "pattern", "expected"),
+    [
+        ("data/raw/transactions.parquet.dvc", "**.dvc", True),
+        ("model.dvc", "**.dvc", True),
+        ("src/pkg/model.py", "src/**", True),
+        ("src/pkg/model.py", "src/*", False),
+        ("params.yaml", "params.yaml", True),
+        ("conf/params.yaml", "params.yaml", False),
+        ("docs/a/README.md", "**/README.md", True),
+        ("README.md", "**/README.md", True),
+    ],
+)
+def test_glob_matches_like_github(path: str, pattern: str, expected: bool) -> None:
+    assert bool(glob_regex(pattern).match(path)) is expected
+
+
+def test_a_later_negation_excludes() -> None:
+    assert path_included("bentos/bentofile.yaml", ["bentos/**", "!bentos/deployment.yaml"])
+    assert not path_included("bentos/deployment.yaml", ["bentos/**", "!bentos/deployment.yaml"])
+
+
+# -- retrain triggers ------------------------------------------------------------------------------
+
+RETRAINS = [
+    ["data/raw/transactions.parquet.dvc"],
+    ["data/golden/golden.parquet.dvc"],
+    ["dvc.lock"],
+    ["dvc.yaml"],
+    ["params.yaml"],
+    ["conf/model/mlp.yaml"],
+    ["src/pkg/model.py"],
+    ["pipelines/train.py"],
+    ["constraints.txt"],
+    ["README.md", "data/raw/transactions.parquet.dvc"],
+]
+NO_RETRAIN = [
+    ["README.md"],
+    ["docs/guide.md", "README.md"],
+    ["notebooks/explore.ipynb"],
+    ["tests/test_model.py"],
+    ["bentos/deployment.yaml"],  # a release commits this; it must not retrain
+    [".github/workflows/ci.yml"],
+]
+
+
+@pytest.mark.parametrize("event", ["pull_request", "push"])
+@pytest.mark.parametrize("changed", RETRAINS, ids=lambda c: "+".join(c))
+def test_code_config_and_data_versions_trigger_retrain(event: str, changed: list[str]) -> None:
+    assert runs_on("retrain.yml", event, changed)
+
+
+@pytest.mark.parametrize("event", ["pull_request", "push"])
+@pytest.mark.parametrize("changed", NO_RETRAIN, ids=lambda c: "+".join(c))
+def test_docs_and_deployment_state_do_not_trigger_retrain(event: str, changed: list[str]) -> None:
+    assert not runs_on("retrain.yml", event, changed)
+
+
+def test_retrain_pushes_only_from_main() -> None:
+    assert runs_on("retrain.yml", "push", ["dvc.lock"], branch="main")
+    assert not runs_on("retrain.yml", "push", ["dvc.lock"], branch="feature/x")
+
+
+def test_pull_request_and_push_filters_agree() -> None:
+    on = triggers("retrain.yml")
+    assert on["pull_request"]["paths"] == on["push"]["paths"]
+
+
+def test_ci_runs_on_every_push_and_pull_request() -> None:
+    for changed in (["README.md"], ["src/pkg/model.py"], ["bentos/deployment.yaml"]):
+        assert runs_on("ci.yml", "push", changed, branch="any-branch")
+        assert runs_on("ci.yml", "pull_request", changed)
+
+
+def test_release_follows_retrain_on_main_or_a_person() -> None:
+    on = triggers("release.yml")
+    assert on["workflow_run"]["workflows"] == ["retrain"]
+    assert on["workflow_run"]["branches"] == ["main"]
+    assert on["workflow_dispatch"]["inputs"]["rollback"]["type"] == "boolean"
+
+
+# -- validity and hygiene --------------------------------------------------------------------------
+
+
+def check_jsonschema(schema: str, files: list[Path]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, *map(str, files)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_match_the_github_schema() -> None:
+    assert {p.name for p in WORKFLOW_FILES} >= {"ci.yml", "retrain.yml", "release.yml"}
+    check_jsonschema("vendor.github-workflows", WORKFLOW_FILES)
+
+
+def test_local_actions_match_the_github_schema() -> None:
+    check_jsonschema("vendor.github-actions", ACTION_FILES)
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_least_privilege_and_bounded_jobs(path: Path) -> None:
+    workflow = load(path)
+    assert "pull_request_target" not in triggers(path.name)
+    assert workflow.get("permissions") == {}, "grant permissions per job, none at the top"
+    for name, job in workflow["jobs"].items():
+        assert "permissions" in job, f"{path.name}: job {name} names no permissions"
+        assert "write-all" not in str(job["permissions"])
+        assert isinstance(job.get("timeout-minutes"), int), f"{path.name}: job {name} has no timeout-minutes"
+
+
+def test_two_retrains_of_one_branch_never_race() -> None:
+    concurrency = load(WORKFLOWS / "retrain.yml")["concurrency"]
+    assert "github.head_ref || github.ref" in concurrency["group"]
+
+
+def test_release_deploys_through_the_production_environment() -> None:
+    jobs = load(WORKFLOWS / "release.yml")["jobs"]
+    for name in ("deploy", "rollback"):
+        environment = jobs[name]["environment"]
+        assert (environment["name"] if isinstance(environment, dict) else environment) == "production"
+    assert "build" in jobs["deploy"]["needs"]
+    commands = "\n".join(step.get("run", "") for step in jobs["deploy"]["steps"])
+    for command in ("pipelines/promote.py", "pipelines/deploy.py set", "pipelines/deploy.py apply"):
+        assert command in commands
+
+
+def configure_script() -> str:
+    steps = load(WORKFLOWS / "retrain.yml")["jobs"]["train"]["steps"]
+    return next(step["run"] for step in steps if step.get("name", "").startswith("Configure"))
+
+
+def compose(folder: Path, accelerator: str, *overrides: str) -> dict[str, Any]:
+    """params.yaml of a project whose conf/ defaults to trainer=`accelerator` (as baked), with overrides."""
+    shutil.copytree(ROOT / "conf", folder / "conf")
+    config = folder / "conf" / "config.yaml"
+    text, found = re.subn(
+        r"(?m)^(\s*- trainer:) *\w+", rf"\1 {accelerator}", config.read_text(encoding="utf-8")
+    )
+    assert found == 1, "conf/config.yaml names no trainer default"
+    config.write_text(text, encoding="utf-8")
+    (folder / "pipelines").mkdir()
+    shutil.copy(ROOT / "pipelines" / "params.py", folder / "pipelines")
+    subprocess.run(
+        [sys.executable, "pipelines/params.py", *overrides], cwd=folder, check=True, capture_output=True
+    )
+    return yaml.safe_load((folder / "params.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(
+    ("gpu", "committed", "expected"),
+    [("true", "cpu", "gpu"), ("true", "ddp", "ddp"), ("false", "gpu", "cpu"), ("false", "cpu", "cpu")],
+)
+def test_retrain_trains_on_the_runners_hardware_with_ci_overrides(
+    tmp_path: Path, gpu: str, committed: str, expected: str
+) -> None:
+    """A GPU runner trains a CPU config with trainer=gpu; a CPU runner trains a GPU config on cpu."""
+    compose(tmp_path / "ci", committed)
+    env = {
+        **os.environ,
+        "GPU": gpu,
+        "RETRAIN_OVERRIDES": "debug=fast",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    subprocess.run(
+        ["bash", "-c", configure_script()], cwd=tmp_path / "ci", env=env, check=True, capture_output=True
+    )
+    configured = yaml.safe_load((tmp_path / "ci" / "params.yaml").read_text(encoding="utf-8"))
+    assert configured == compose(tmp_path / "expected", committed, f"trainer={expected}", "debug=fast")
+
+
+def test_training_runner_line_is_the_marked_one() -> None:
+    text = (WORKFLOWS / "retrain.yml").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.endswith("# training runner")]
+    assert len(lines) == 1
+    assert lines[0] in ("    runs-on: ubuntu-latest  # training runner",) or lines[0].startswith(
+        "    runs-on: [self-hosted, "
+    )
+
+
+def all_steps() -> list[tuple[str, dict[str, Any]]]:
+    steps = []
+    for path in WORKFLOW_FILES:
+        for job in load(path)["jobs"].values():
+            steps += [(path.name, step) for step in job.get("steps", [])]
+    for path in ACTION_FILES:
+        steps += [(str(path.relative_to(ROOT)), step) for step in load(path)["runs"].get("steps", [])]
+    return steps
+
+
+def remote_actions() -> set[str]:
+    return {step["uses"] for _, step in all_steps() if "uses" in step and not step["uses"].startswith("./")}
+
+
+def test_remote_actions_other_than_checkout_skip_under_act() -> None:
+    for where, step in all_steps():
+        uses = step.get("uses", "")
+        if uses and not uses.startswith(("./", "actions/checkout@")):
+            assert NOT_UNDER_ACT.search(str(step.get("if", ""))), f"{where}: {uses} runs under act"
+
+
+def test_actrc_runs_offline_in_host_mode() -> None:
+    """act clones every remote action of a job, even skipped ones: .actrc maps each to a local stand-in."""
+    actrc = (ROOT / ".actrc").read_text(encoding="utf-8").splitlines()
+    assert "-P ubuntu-latest=-self-hosted" in actrc
+    assert "-P self-hosted=-self-hosted" in actrc
+    mapped = {line.split()[1].split("=")[0] for line in actrc if line.startswith("--local-repository ")}
+    assert remote_actions() - {a for a in remote_actions() if a.startswith("actions/checkout@")} <= mapped
+    for line in actrc:
+        if line.startswith("--local-repository "):
+            assert (ROOT / line.split("=", 1)[1] / "action.yml").is_file(), line
+
+
+def test_workflows_read_secrets_only_from_github_secrets() -> None:
+    for path in WORKFLOW_FILES:
+        text = path.read_text(encoding="utf-8")
+        for key in ("AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_TOKEN"):
+            for line in text.splitlines():
+                if line.strip().startswith(f"{key}:"):
+                    assert "secrets." + key in line, f"{path.name}: {line.strip()}"
