@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,16 @@ from common import add_project_argument, import_package, machine_line, resolve_p
 from torch import nn
 
 PATHS = ("raw", "lightning", "lightning+val", "dataloader")
-ABLATIONS = ("lightning:no-step-log", "lightning:epoch-log-only", "lightning:no-log", "lightning:no-clip",
-             "raw:no-clip")
+ABLATIONS = (
+    "lightning:step-log-no-pbar",  # train/loss per step and epoch, prog_bar=False
+    "lightning:no-step-log",  # per epoch only, prog_bar=True
+    "lightning:epoch-log-only",  # per epoch only, prog_bar=False
+    "lightning:no-log",  # no self.log in training_step
+    "lightning:no-clip",  # gradient_clip_val off ...
+    "raw:no-clip",  # ... and the same in the plain loop
+    "lightning:deterministic",  # Trainer(deterministic=True), as conf/trainer/cpu.yaml sets it
+    "lightning:k-steps",  # --inner-steps optimizer steps per Lightning batch (manual optimisation)
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=(*PATHS, *ABLATIONS))
     parser.add_argument("--ablations", action="store_true",
                         help="add Lightning variants that show where a gap comes from")
+    parser.add_argument("--inner-steps", type=int, default=8,
+                        help="optimizer steps per Lightning batch in the lightning:k-steps variant")
     parser.add_argument("--dataloader-epochs", type=int, default=1, help="timed epochs for the slow path")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the reference path")
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=None,
@@ -152,24 +162,31 @@ class Setup:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def network(self) -> nn.Module:
+    def module(self, cls: type | None = None, **extra: Any) -> Any:
+        """The project's FraudClassifier (or a variant) built from params.yaml's `model`, as train() does."""
+        kwargs = {key: value for key, value in self.model_cfg.items() if key != "_target_"}
+        kwargs["in_features"] = self.datamodule.n_features
+        if "pos_weight" not in kwargs and hasattr(self.datamodule, "pos_weight"):
+            kwargs["pos_weight"] = self.datamodule.pos_weight  # older projects took it from the data
         torch.manual_seed(self.args.seed)
-        cfg = self.model_cfg
-        return self.model_module.build_network(self.datamodule.n_features, cfg["hidden_sizes"],
-                                               cfg["dropout"]).to(self.device).train()
+        return (cls or self.model_module.FraudClassifier)(**kwargs, **extra)
 
-    def optimizer(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-        # The same optimizer FraudClassifier.configure_optimizers builds.
-        return torch.optim.AdamW(parameters, lr=self.model_cfg["learning_rate"],
-                                 weight_decay=self.model_cfg["weight_decay"])
+    def plain_parts(self) -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor]:
+        """The project's MLP (`.network`), the optimizer its module configures, and its pos_weight."""
+        module = self.module().to(self.device)
+        optimizers = module.configure_optimizers()
+        if isinstance(optimizers, dict):
+            optimizers = optimizers["optimizer"]
+        if isinstance(optimizers, (list, tuple)):
+            optimizers = optimizers[0]
+        return module.network.train(), optimizers, module.pos_weight
 
 
 # ---------------------------------------------------------------- plain PyTorch
-def make_step(setup: Setup, network: nn.Module, clip: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """One optimisation step, the order Lightning's automatic optimisation uses."""
-    optimizer = setup.optimizer(network.parameters())
+def make_step(setup: Setup, clip: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """One optimisation step, in the order Lightning's automatic optimisation uses."""
+    network, optimizer, pos_weight = setup.plain_parts()
     parameters = list(network.parameters())
-    pos_weight = torch.tensor([setup.datamodule.pos_weight], dtype=torch.float32, device=setup.device)
 
     def step(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -198,7 +215,7 @@ def resident_epoch(setup: Setup, x: torch.Tensor, y: torch.Tensor, step: Callabl
 
 def run_raw(setup: Setup, clip: float) -> Timing:
     x, y = setup.train_x.to(setup.device), setup.train_y.to(setup.device)
-    step = make_step(setup, setup.network(), clip)
+    step = make_step(setup, clip)
     for epoch in range(setup.args.warmup_epochs):
         resident_epoch(setup, x, y, step, epoch)
     watch = Stopwatch(setup.sync)
@@ -216,7 +233,7 @@ def run_dataloader(setup: Setup) -> Timing:
                         shuffle=True, num_workers=setup.args.workers, pin_memory=cuda,
                         persistent_workers=setup.args.workers > 0,
                         generator=torch.Generator().manual_seed(setup.args.seed))
-    step = make_step(setup, setup.network(), setup.clip)
+    step = make_step(setup, setup.clip)
 
     def epoch(limit: int | None = None) -> None:
         for i, (features, labels) in enumerate(loader):
@@ -234,36 +251,62 @@ def run_dataloader(setup: Setup) -> Timing:
 
 # ---------------------------------------------------------------- Lightning
 def lightning_classes(setup: Setup) -> dict[str, type]:
-    """The project's FraudClassifier and variants that differ only in how training_step logs."""
+    """The project's FraudClassifier, and variants that differ only in how a training step logs or steps."""
     base = setup.model_module.FraudClassifier
 
-    class NoStepLog(base):  # type: ignore[misc, valid-type]
-        """train/loss logged per epoch only (on_step=False), still on the progress bar."""
+    def logging_variant(doc: str, **log_options: Any) -> type:
+        class Variant(base):  # type: ignore[misc, valid-type]
+            __doc__ = doc
 
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+                features, labels = batch
+                loss = self._loss(self(features), labels)
+                if log_options:
+                    self.log("train/loss", loss, batch_size=len(labels), **log_options)
+                return loss
+
+        return Variant
+
+    class MultiStep(base):  # type: ignore[misc, valid-type]
+        """Manual optimisation: each Lightning batch is `inner_steps` mini-batches, one optimizer step each.
+
+        Lightning's per-batch loop cost is paid once per `inner_steps` optimizer steps.
+        """
+
+        def __init__(self, *args: Any, inner_steps: int, batch_size: int, clip: float, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.automatic_optimization = False
+            self.inner_steps, self.mini_batch, self.clip = inner_steps, batch_size, clip
+
+        def training_step(self, batch: Any, batch_idx: int) -> None:
             features, labels = batch
-            loss = self._loss(self(features), labels)
-            self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
-            return loss
+            optimizer = self.optimizers()
+            total = torch.zeros((), device=features.device)
+            for x, y in zip(features.split(self.mini_batch), labels.split(self.mini_batch), strict=True):
+                loss = self._loss(self(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                self.manual_backward(loss)
+                if self.clip:
+                    self.clip_gradients(optimizer, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")
+                optimizer.step()
+                total += loss.detach()
+            self.log("train/loss", total / self.inner_steps, on_step=False, on_epoch=True, batch_size=len(labels))
 
-    class EpochLogOnly(base):  # type: ignore[misc, valid-type]
-        """train/loss logged per epoch, not on the progress bar (no per-step .item())."""
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            features, labels = batch
-            loss = self._loss(self(features), labels)
-            self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(labels))
-            return loss
-
-    class NoLog(base):  # type: ignore[misc, valid-type]
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            features, labels = batch
-            return self._loss(self(features), labels)
-
-    return {"": base, "no-step-log": NoStepLog, "epoch-log-only": EpochLogOnly, "no-log": NoLog}
+    return {
+        "": base,
+        "no-step-log": logging_variant("per-epoch train/loss, still on the progress bar",
+                                       on_step=False, on_epoch=True, prog_bar=True),
+        "epoch-log-only": logging_variant("per-epoch train/loss, off the progress bar",
+                                          on_step=False, on_epoch=True, prog_bar=False),
+        "step-log-no-pbar": logging_variant("per-step and per-epoch train/loss, off the progress bar",
+                                            on_step=True, on_epoch=True, prog_bar=False),
+        "no-log": logging_variant("no self.log in training_step"),
+        "k-steps": MultiStep,
+    }
 
 
-def run_lightning(setup: Setup, variant: str = "", validate: bool = False, clip: float | None = None) -> Timing:
+def run_lightning(setup: Setup, variant: str = "", validate: bool = False, clip: float | None = None,
+                  deterministic: bool = False) -> Timing:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import Callback
 
@@ -282,23 +325,28 @@ def run_lightning(setup: Setup, variant: str = "", validate: bool = False, clip:
             if trainer.current_epoch == total_epochs - 1:
                 self.timing = watch.stop(setup.n_train * args.epochs)
 
-    cfg = setup.model_cfg
-    torch.manual_seed(args.seed)
-    model = lightning_classes(setup)[variant](
-        in_features=setup.datamodule.n_features, hidden_sizes=cfg["hidden_sizes"], dropout=cfg["dropout"],
-        learning_rate=cfg["learning_rate"], weight_decay=cfg["weight_decay"], pos_weight=setup.datamodule.pos_weight,
-    )
+    clip = setup.clip if clip is None else clip
+    extra: dict[str, Any] = {}
+    datamodule = setup.datamodule
+    if variant == "k-steps":
+        extra = {"inner_steps": args.inner_steps, "batch_size": args.batch_size, "clip": clip}
+        clip = 0.0  # clipped inside the step: Lightning refuses gradient_clip_val with manual optimisation
+        datamodule.batch_size = args.batch_size * args.inner_steps
+    model = setup.module(lightning_classes(setup)[variant], **extra)
     clock = Clock()
-    with tempfile.TemporaryDirectory() as root:
-        trainer = pl.Trainer(
-            accelerator="gpu" if setup.device.type == "cuda" else "cpu", devices=1,
-            precision="bf16-mixed" if setup.bf16 else "32-true", max_epochs=total_epochs,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            num_sanity_val_steps=0, limit_val_batches=1.0 if validate else 0,
-            gradient_clip_val=setup.clip if clip is None else clip, deterministic=False,
-            callbacks=[setup.training.ResidentData(), clock], default_root_dir=root,
-        )
-        trainer.fit(model, datamodule=setup.datamodule)
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            trainer = pl.Trainer(
+                accelerator="gpu" if setup.device.type == "cuda" else "cpu", devices=1,
+                precision="bf16-mixed" if setup.bf16 else "32-true", max_epochs=total_epochs,
+                logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                num_sanity_val_steps=0, limit_val_batches=1.0 if validate else 0,
+                gradient_clip_val=clip or None, deterministic=deterministic,
+                callbacks=[setup.training.ResidentData(), clock], default_root_dir=root,
+            )
+            trainer.fit(model, datamodule=datamodule)
+    finally:
+        datamodule.batch_size = args.batch_size
     return clock.timing
 
 
@@ -313,6 +361,9 @@ def runner(setup: Setup, path: str) -> Callable[[], Timing]:
         "lightning:epoch-log-only": lambda: run_lightning(setup, "epoch-log-only"),
         "lightning:no-log": lambda: run_lightning(setup, "no-log"),
         "lightning:no-clip": lambda: run_lightning(setup, clip=0.0),
+        "lightning:step-log-no-pbar": lambda: run_lightning(setup, "step-log-no-pbar"),
+        "lightning:deterministic": lambda: run_lightning(setup, deterministic=True),
+        "lightning:k-steps": lambda: run_lightning(setup, "k-steps"),
         "dataloader": lambda: run_dataloader(setup),
     }[path]
 

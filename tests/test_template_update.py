@@ -19,8 +19,9 @@ from cookiecutter.main import cookiecutter
 
 SLUG = "{{cookiecutter.project_slug}}"
 # The tools of this interpreter's environment (cruft, ruff, dvc, pre-commit) even when it is not activated.
-# A fast subset of the generated project's own tests: code and config, no training.
-FAST_PROJECT_TESTS = ["tests/test_notebooks.py::test_notebook_has_no_outputs"]
+# A fast subset of the generated project's own tests: config, dataset and validation code, no training.
+FAST_PROJECT_TESTS = ["tests/test_config.py", "tests/test_dataset.py", "tests/test_validation.py",
+                      "tests/test_notebooks.py::test_notebook_has_no_outputs"]
 TOOLS_ENV = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 

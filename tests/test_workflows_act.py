@@ -98,10 +98,18 @@ def test_baked_workflows_match_the_schema_and_act_lists_every_job(tmp_path: Path
 # -- real runs -------------------------------------------------------------------------------------
 
 
-def test_act_runs_ci(project_copy: Path, tmp_path: Path) -> None:
-    """`ci` on a pull request: pre-commit and the fast test tier, as GitHub would run them."""
+def test_act_runs_ci_lint(project_copy: Path, tmp_path: Path) -> None:
+    """`ci`'s pre-commit job on a pull request: every hook, offline, as GitHub would run it."""
     result = act(project_copy, tmp_path / "act", "pull_request", "-e", ".github/events/pull_request.json",
-                 "-W", ".github/workflows/ci.yml")
+                 "-W", ".github/workflows/ci.yml", "-j", "lint")
+    assert_succeeded(result, ["pre-commit"])
+
+
+@pytest.mark.slow
+def test_act_runs_all_of_ci(project_copy: Path, tmp_path: Path) -> None:
+    """The whole `ci` workflow: pre-commit and the project's fast test tier (several minutes)."""
+    result = act(project_copy, tmp_path / "act", "pull_request", "-e", ".github/events/pull_request.json",
+                 "-W", ".github/workflows/ci.yml", timeout=1800)
     assert_succeeded(result, ["pre-commit", "tests"])
 
 
@@ -122,7 +130,8 @@ def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp
     }), encoding="utf-8")
 
     result = act(project, tmp_path / "act", "pull_request", "-e", str(event), "-W", ".github/workflows/retrain.yml",
-                 "--var", "RETRAIN_OVERRIDES=debug=fast", "-s", f"DVC_REMOTE_URL={remote}")
+                 "--var", "RETRAIN_OVERRIDES=debug=fast", "-s", f"DVC_REMOTE_URL={remote}",
+                 "--env", f"BENTOML_HOME={tmp_path / 'bentoml'}")
 
     assert_succeeded(result, ["dvc repro"])
     printed = step_output(result.stdout, "dvc repro")
@@ -132,6 +141,24 @@ def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp
     assert "### Golden-set metrics" in body and "| roc_auc |" in body
     assert "### Gate" in body and "Gate **passed**" in body
     assert f"compared with `main ({git_sha(project, 'main')[:7]})`" in body
+
+
+@pytest.mark.slow
+def test_act_runs_the_release_build(project_copy: Path, tmp_path: Path) -> None:
+    """`release` by hand, build job only (act has no approval gate): the pipeline up to a built bento."""
+    project = project_copy
+    remote = project.parent / f"{project.name}-dvc-remote"
+    run([sys.executable, "-m", "dvc", "push", "-q"], cwd=project)
+
+    result = act(project, tmp_path / "act", "workflow_dispatch", "-e", ".github/events/workflow_dispatch.json",
+                 "-W", ".github/workflows/release.yml", "-j", "build",
+                 "--var", "RETRAIN_OVERRIDES=debug=fast", "-s", f"DVC_REMOTE_URL={remote}",
+                 "--env", f"BENTOML_HOME={tmp_path / 'bentoml'}", timeout=1800)
+
+    assert_succeeded(result, ["build the bento"])
+    tags = re.findall(r"::set-output:: bento_tag=(\S+)", result.stdout)
+    assert tags, "the build job set no bento_tag output"
+    assert list((tmp_path / "bentoml" / "bentos").glob(f"{tags[-1].split(':')[0]}/{tags[-1].split(':')[1]}"))
 
 
 def git_sha(project: Path, rev: str) -> str:

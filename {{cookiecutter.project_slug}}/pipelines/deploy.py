@@ -1,9 +1,9 @@
 """Blue-green deployment driven by git: bentos/deployment.yaml is the desired state, this applies it.
 
-    python pipelines/deploy.py set [--bento TAG] [--commit]  # TAG (default: reports/package.json) -> idle slot, live
+    python pipelines/deploy.py set [--bento TAG] [--commit]  # TAG (default: reports/package.json) -> idle
     python pipelines/deploy.py apply                         # start, /readyz, smoke, then switch nginx
     python pipelines/deploy.py status [--json]               # both slots, bentos, model versions, live
-    python pipelines/deploy.py rollback [--commit]           # live back to the other slot (instant within grace)
+    python pipelines/deploy.py rollback [--commit]           # live back to the other slot (a switch in grace)
     git revert HEAD && python pipelines/deploy.py apply      # the GitOps rollback: same switch, from history
     python pipelines/deploy.py render-k8s -o k8s/ [--check]  # Deployments + Services for Argo CD / Flux
     python pipelines/deploy.py loadtest --requests 3000 --seconds 60 [--during "CMD"]
@@ -36,10 +36,14 @@ for _name, _value in (("BENTOML_DO_NOT_TRACK", "true"), ("DO_NOT_TRACK", "true")
 def packaged_bento(report: Path) -> str:
     """The bento the last `dvc repro package` built, if its gate passed."""
     if not report.is_file():
-        raise DeployError(f"no --bento given and {report} not found: run `dvc repro package` or pass --bento TAG")
+        raise DeployError(
+            f"no --bento given and {report} not found: run `dvc repro package` or pass --bento TAG"
+        )
     package = json.loads(report.read_text(encoding="utf-8"))
     if not package.get("gate_passed", False):
-        raise DeployError(f"{report}: the gate did not pass for {package.get('bento_tag')}; it is not deployable")
+        raise DeployError(
+            f"{report}: the gate did not pass for {package.get('bento_tag')}; it is not deployable"
+        )
     return str(package["bento_tag"])
 
 
@@ -47,8 +51,9 @@ def git_commit(state_file: Path, message: str) -> None:
     """Commit the state file alone: one release, one commit."""
     where = ["git", "-C", str(state_file.parent)]
     subprocess.run([*where, "add", state_file.name], check=True, capture_output=True)
-    done = subprocess.run([*where, "commit", "-q", "-m", message, "--", state_file.name], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [*where, "commit", "-q", "-m", message, "--", state_file.name], capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise DeployError(f"git commit failed: {(done.stderr or done.stdout).strip()}")
     print(f"committed: {message}")
@@ -65,7 +70,9 @@ def cmd_set(args: argparse.Namespace) -> int:
     update_state_file(args.state, live=live, bentos={slot: tag})
     print(f"{args.state}: slots.{slot}.bento = {tag}; live = {live}")
     if args.commit:
-        git_commit(args.state, f"deploy: {tag} -> {slot}" + (f" (live: {live})" if live == slot else " (preview)"))
+        git_commit(
+            args.state, f"deploy: {tag} -> {slot}" + (f" (live: {live})" if live == slot else " (preview)")
+        )
     else:
         print("next: commit it (git commit -am 'deploy ...'), then `python pipelines/deploy.py apply`")
     return 0
@@ -107,11 +114,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"desired live: {report['desired_live']}   in sync: {report['in_sync']}")
     print(f"proxy: {proxy['url']} -> {proxy['live']} (pid {proxy['pid']})" if proxy else "proxy: not running")
     for name, slot in report["slots"].items():
-        role = "LIVE" if slot["live"] else ("retiring in %ss" % slot["retire_in_s"] if slot.get("retire_in_s")
-                                           is not None else "idle")
-        running = (f"running {slot['running_bento']} on :{slot['port']} pid {slot['pid']} "
-                   f"ready={slot['ready']}") if slot["running"] else "not running"
-        print(f"  {name:<5} {role:<18} desired={slot['desired_bento']} model={slot['model_version']} | {running}")
+        role = "LIVE" if slot["live"] else "idle"
+        if not slot["live"] and slot.get("retire_in_s") is not None:
+            role = f"retiring in {slot['retire_in_s']}s"
+        running = (
+            (f"running {slot['running_bento']} on :{slot['port']} pid {slot['pid']} ready={slot['ready']}")
+            if slot["running"]
+            else "not running"
+        )
+        print(
+            f"  {name:<5} {role:<16} want={slot['desired_bento']} model={slot['model_version']} | {running}"
+        )
     return 0
 
 
@@ -125,7 +138,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.check:
         found = k8s.drift(manifests, args.output)
         if found:
-            raise DeployError("committed manifests are out of date (run render-k8s):\n  " + "\n  ".join(found))
+            raise DeployError(
+                "committed manifests are out of date (run render-k8s):\n  " + "\n  ".join(found)
+            )
         print(f"{args.output} matches bentos/deployment.yaml")
         return 0
     for path in k8s.write_manifests(manifests, args.output):
@@ -149,8 +164,14 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         raise DeployError("the proxy is not running: `deploy.py apply` first")
     _, requests = load_smoke_requests(bento_info(runtime.proxy.bento))
     url = f"http://127.0.0.1:{runtime.proxy.port}{requests[0]['path']}"
-    run = LoadRun(url, requests[0]["body"], requests=args.requests, max_seconds=args.seconds,
-                  concurrency=args.concurrency, rate=args.rate).start()
+    run = LoadRun(
+        url,
+        requests[0]["body"],
+        requests=args.requests,
+        max_seconds=args.seconds,
+        concurrency=args.concurrency,
+        rate=args.rate,
+    ).start()
     window = None
     if args.during:
         time.sleep(1.0)
@@ -179,8 +200,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bento", help="bento tag (default: bento_tag from reports/package.json)")
     p.add_argument("--package-report", type=Path, default=ROOT / "reports" / "package.json")
     p.add_argument("--no-promote", action="store_true", help="fill the idle slot but keep live where it is")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="do not require the bento in the local store (CI that only renders manifests)")
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="do not require the bento in the local store (CI that only renders manifests)",
+    )
     p.add_argument("--commit", action="store_true", help="git commit the state file")
     p.set_defaults(func=cmd_set)
 
@@ -206,7 +231,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop the proxy and both slots")
     p.set_defaults(func=cmd_stop)
 
-    p = sub.add_parser("loadtest", help="bounded loopback load through the proxy (optionally during a command)")
+    p = sub.add_parser(
+        "loadtest", help="bounded loopback load through the proxy (optionally during a command)"
+    )
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--concurrency", type=int, default=8)
@@ -218,7 +245,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="[deploy] %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="[deploy] %(message)s"
+    )
     try:
         return int(args.func(args))
     except DeployError as error:

@@ -18,6 +18,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,25 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def fresh_reader(started: Path | None) -> Callable[[Path], dict[str, Any] | None]:
+    """`read_json`, skipping files written before `started` (None: every file counts).
+
+    Reports are committed, so after a failed `dvc repro` the work tree still holds the last
+    successful run's: a gate decision from then must not pass for this run's. A missing `started`
+    file means the pipeline never began, so no report is this run's.
+    """
+    if started is None:
+        return read_json
+    since = started.stat().st_mtime_ns if started.exists() else None
+
+    def read(path: Path) -> dict[str, Any] | None:
+        if since is None or not path.exists() or path.stat().st_mtime_ns < since:
+            return None
+        return read_json(path)
+
+    return read
 
 
 def read_json_at_rev(rev: str, path: str) -> dict[str, Any] | None:
@@ -296,7 +316,7 @@ def build_report(
             f"{fmt(package.get('model_version'))}.",
             "",
         ]
-    if plots_dir is not None:
+    if plots_dir is not None and metrics is not None:
         section = plots_section(plots_dir, run_url, artifact)
         lines += [*section, ""] if section else []
     if dvc_diff and dvc_diff.strip():
@@ -339,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifact", default="retrain-reports", help="name of the uploaded reports artifact")
     parser.add_argument("--commit", help="commit the report is about")
     parser.add_argument(
+        "--started",
+        type=Path,
+        help="a file touched just before `dvc repro`: when it failed, older reports (committed by an "
+        "earlier run) are not this run's and are left out",
+    )
+    parser.add_argument(
         "-o", "--output", type=Path, default=Path("reports/pr_report.md"), help="where to write"
     )
     args = parser.parse_args(argv)
@@ -347,15 +373,16 @@ def main(argv: list[str] | None = None) -> int:
     dvc_diff = None
     if args.dvc_diff is not None and args.dvc_diff.is_file():
         dvc_diff = args.dvc_diff.read_text(encoding="utf-8")
+    fresh = fresh_reader(args.started if args.outcome == "failure" else None)
     metrics_path = (reports / "metrics.json").as_posix()
     body = build_report(
-        read_json(reports / "metrics.json"),
+        fresh(reports / "metrics.json"),
         read_json_at_rev(args.base_rev, metrics_path),
-        read_json(reports / "gate.json"),
+        fresh(reports / "gate.json"),
         outcome=args.outcome,
         base_label=args.base_label or args.base_rev,
-        validation=read_json(reports / "validation.json"),
-        package=read_json(reports / "package.json"),
+        validation=fresh(reports / "validation.json"),
+        package=fresh(reports / "package.json"),
         dvc_diff=dvc_diff,
         plots_dir=reports / "plots",
         run_url=args.run_url,

@@ -60,6 +60,6 @@ def test_behavioural_checks_catch_a_model_that_ignores_risk(golden: pd.DataFrame
         return 1.0 / (1.0 + frame["txn_count_1h"].to_numpy() + (~frame["card_present"]).to_numpy())
 
     results = {r.name: r for r in behavioural_checks(backwards, golden, threshold=0.5)}
-    assert not results["directional_more_velocity_more_risk"].passed
-    assert not results["directional_card_not_present_more_risk"].passed
-    assert results["invariance_transaction_id"].passed
+    assert results["directional_more_velocity_more_risk"].observed < 0.1
+    assert results["directional_card_not_present_more_risk"].observed < 0.1
+    assert results["invariance_transaction_id"].observed == 0.0

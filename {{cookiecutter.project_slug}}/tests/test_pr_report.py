@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -252,3 +253,56 @@ def test_cli_with_an_unknown_base_rev_still_writes(tmp_path: Path, monkeypatch: 
     body = (tmp_path / "reports" / "pr_report.md").read_text(encoding="utf-8")
     assert "| metric | no-such-rev (no metrics) | this branch | change |" in body
     assert "The gate did not run" in body
+
+
+def write_reports(folder: Path) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(METRICS), encoding="utf-8")
+    (folder / "gate.json").write_text(json.dumps(GATE_PASSED), encoding="utf-8")
+
+
+def age(path: Path, seconds: int) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - seconds * 1_000_000_000))
+
+
+def test_after_a_failed_repro_reports_from_an_earlier_run_are_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committed gate.json of the last good run must not pass for this failed run's decision."""
+    monkeypatch.chdir(tmp_path)
+    write_reports(tmp_path / "reports")
+    for name in ("metrics.json", "gate.json"):
+        age(tmp_path / "reports" / name, 60)
+    (tmp_path / "started").touch()
+    validation = {"passed": True, "rows_total": 10, "rows_valid": 10, "rows_quarantined": 0}
+    (tmp_path / "reports" / "validation.json").write_text(json.dumps(validation), encoding="utf-8")
+
+    assert pr_report.main(["--outcome", "failure", "--started", "started", "--base-rev", "x"]) == 0
+
+    body = (tmp_path / "reports" / "pr_report.md").read_text(encoding="utf-8")
+    assert "⚠️ The pipeline failed before the gate decided" in body
+    assert "The gate did not run" in body and "evaluate stage did not run" in body
+    assert "Data: 10 rows" in body  # written by this run: kept
+
+
+def test_a_successful_repro_keeps_reports_it_did_not_need_to_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An up-to-date pipeline rewrites nothing; dvc.lock vouches for the committed reports."""
+    monkeypatch.chdir(tmp_path)
+    write_reports(tmp_path / "reports")
+    age(tmp_path / "reports" / "gate.json", 60)
+    (tmp_path / "started").touch()
+    assert pr_report.main(["--outcome", "success", "--started", "started", "--base-rev", "x"]) == 0
+    assert "✅ Gate passed" in (tmp_path / "reports" / "pr_report.md").read_text(encoding="utf-8")
+
+
+def test_a_pipeline_that_never_started_claims_no_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_reports(tmp_path / "reports")
+    assert pr_report.main(["--outcome", "failure", "--started", "never-touched", "--base-rev", "x"]) == 0
+    body = (tmp_path / "reports" / "pr_report.md").read_text(encoding="utf-8")
+    assert "The gate did not run" in body and "✅" not in body.splitlines()[1]

@@ -1,7 +1,8 @@
 """Behavioural checks on the golden set: invariance, directional and minimum functionality.
 
 Each check perturbs real golden rows the way the domain says should (or should
-not) move the score, and reports by name whether the model behaved.
+not) move the score and reports what it observed, by name; the gate judges the
+observations against the limits in conf/gate (one limit per kind of check).
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ Scorer = Callable[[pd.DataFrame], np.ndarray]
 @dataclasses.dataclass
 class BehaviourResult:
     name: str
-    kind: str
-    passed: bool
+    kind: str  # invariance: largest score change; directional, minimum_functionality: share of rows that behave
     observed: float
-    limit: float
     detail: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -34,7 +33,7 @@ class BehaviourResult:
 def _invariant_to_transaction_id(score: Scorer, rows: pd.DataFrame) -> BehaviourResult:
     renamed = rows.assign(**{ID_COLUMN: [f"renamed_{i}" for i in range(len(rows))]})
     change = float(np.max(np.abs(score(renamed) - score(rows))))
-    return BehaviourResult("invariance_transaction_id", "invariance", change <= 1e-6, change, 1e-6,
+    return BehaviourResult("invariance_transaction_id", "invariance", change,
                            "the id is a key, not a signal: renaming it must not move any score")
 
 
@@ -42,15 +41,15 @@ def _invariant_to_minutes(score: Scorer, rows: pd.DataFrame) -> BehaviourResult:
     # Moving a transaction within its hour keeps every feature the model sees.
     shifted = rows.assign(event_time=rows["event_time"].dt.floor("h") + pd.Timedelta(minutes=1))
     change = float(np.max(np.abs(score(shifted) - score(rows))))
-    return BehaviourResult("invariance_minute_within_hour", "invariance", change <= 1e-6, change, 1e-6,
+    return BehaviourResult("invariance_minute_within_hour", "invariance", change,
                            "minutes within the same hour must not move any score")
 
 
-def _directional(name: str, change: Callable[[pd.DataFrame], pd.DataFrame], detail: str,
-                 min_share: float = 0.8) -> Callable[[Scorer, pd.DataFrame], BehaviourResult]:
+def _directional(name: str, change: Callable[[pd.DataFrame], pd.DataFrame],
+                 detail: str) -> Callable[[Scorer, pd.DataFrame], BehaviourResult]:
     def check(score: Scorer, rows: pd.DataFrame) -> BehaviourResult:
         share = float(np.mean(score(change(rows)) >= score(rows) - 1e-9))
-        return BehaviourResult(name, "directional", share >= min_share, share, min_share, detail)
+        return BehaviourResult(name, "directional", share, detail)
 
     return check
 
@@ -69,9 +68,9 @@ def _minimum_functionality(score: Scorer, rows: pd.DataFrame, threshold: float) 
     flagged = float(np.mean(score(obvious_fraud) >= threshold))
     cleared = float(np.mean(score(obvious_legit) < threshold))
     return [
-        BehaviourResult("mft_obvious_fraud_flagged", "minimum_functionality", flagged >= 0.9, flagged, 0.9,
+        BehaviourResult("mft_obvious_fraud_flagged", "minimum_functionality", flagged,
                         "night, card-not-present, cross-border jewellery at 40x the usual spend on a new account"),
-        BehaviourResult("mft_obvious_legit_cleared", "minimum_functionality", cleared >= 0.95, cleared, 0.95,
+        BehaviourResult("mft_obvious_legit_cleared", "minimum_functionality", cleared,
                         "daytime card-present domestic grocery at half the usual spend on an old account"),
     ]
 

@@ -131,11 +131,20 @@ def latency_check(latency: dict[str, Any], gate_cfg: DictConfig) -> Check:
     return Check("latency_ms_per_row", bool(passed), observed, limit, "median batch inference time per row")
 
 
-def behavioural_gate_checks(behavioural: dict[str, Any]) -> list[Check]:
+def behavioural_gate_checks(behavioural: dict[str, Any], limits: DictConfig) -> list[Check]:
+    """Each behavioural observation against the limit for its kind (conf/gate `behavioural`)."""
     if not behavioural:
         return [Check("behavioural_checks_present", False, 0, ">=1", "metrics.json lists no behavioural checks")]
-    return [Check(f"behaviour_{name}", bool(result["passed"]), result["observed"], result["limit"], result["detail"])
-            for name, result in behavioural.items()]
+    checks = []
+    for name, result in behavioural.items():
+        bounds = limits.get(result["kind"])
+        if bounds is None:
+            raise GateConfigError(f"gate.behavioural has no limit for checks of kind {result['kind']!r} ({name})")
+        observed = result["observed"]
+        bound, limit = next(iter(bounds.items()))
+        passed = _finite(observed) and (observed >= limit if bound == "min" else observed <= limit)
+        checks.append(Check(f"behaviour_{name}", bool(passed), observed, limit, result["detail"]))
+    return checks
 
 
 def render_table(checks: list[Check]) -> str:
@@ -172,8 +181,7 @@ def run_gate(cfg: DictConfig) -> dict[str, Any]:
     metrics = _read_json(reports / "metrics.json")
     checks = threshold_checks(metrics["overall"], cfg.gate.thresholds)
     checks.append(latency_check(metrics.get("latency", {}), cfg.gate))
-    if cfg.gate.behavioural:
-        checks += behavioural_gate_checks(metrics.get("behavioural", {}))
+    checks += behavioural_gate_checks(metrics.get("behavioural", {}), cfg.gate.behavioural)
     candidate = {"model_md5": file_md5(cfg.paths.model), "metrics": metrics["overall"]}
     champion = resolve_champion(cfg)
     champion_doc: dict[str, Any] | None = None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,14 +72,24 @@ def log_model(model: ScoringModel, model_path: Path, example: pd.DataFrame) -> s
 
     from .mlflow_model import FraudPyfunc, package_dir
 
-    info = mlflow.pyfunc.log_model(
-        name=MODEL_ARTIFACT_NAME,
-        python_model=FraudPyfunc(),
-        artifacts={"model": str(model_path)},
-        code_paths=[str(package_dir())],
-        input_example=example,
-        pip_requirements=pip_requirements(),
-    )
+    # MLflow warns about pickled python models and integer columns on every call: known and
+    # intended here (the package is shipped as code, integers are never missing after validation).
+    mlflow_log = logging.getLogger("mlflow")
+    level = mlflow_log.level
+    mlflow_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT_NAME,
+                python_model=FraudPyfunc(),
+                artifacts={"model": str(model_path)},
+                code_paths=[str(package_dir())],
+                input_example=example,
+                pip_requirements=pip_requirements(),
+            )
+    finally:
+        mlflow_log.setLevel(level)
     return str(info.model_uri)
 
 

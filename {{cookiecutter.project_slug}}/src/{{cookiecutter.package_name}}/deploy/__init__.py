@@ -1,4 +1,4 @@
-"""Blue-green deployment from git: the state file, the local engine (bentoml serve + nginx), Kubernetes manifests.
+"""Blue-green from git: the state file, a local engine (bentoml serve + nginx), Kubernetes manifests.
 
 - `state`: bentos/deployment.yaml, validated (the desired state; changed by commits).
 - `engine`: make this machine match it (start, check, switch, grace, rollback, stop).

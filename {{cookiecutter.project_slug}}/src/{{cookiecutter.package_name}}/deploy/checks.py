@@ -1,4 +1,4 @@
-"""The gate in front of a switch: the bento exists, /readyz answers, and its smoke requests give the golden answers.
+"""The gate before a switch: a known bento, /readyz answering, and smoke requests giving the expected answers.
 
 Each bento carries its own smoke requests (`src/smoke_requests.json`, written when it is packaged), so the
 check always matches the model inside it.
@@ -49,7 +49,8 @@ def bento_info(tag: str) -> BentoInfo:
         ) from None
     labels = dict(bento.info.labels or {})
     models = tuple(str(model.tag) for model in bento.info.models)
-    version = labels.get("model_version") or (models[0] if models else None)
+    # The package stage labels bentos with the MLflow registry version; fall back to the model tag.
+    version = labels.get("model_version") or labels.get("registry_version") or (models[0] if models else None)
     return BentoInfo(tag=str(bento.tag), path=Path(bento.path), model_version=version, models=models)
 
 
@@ -76,7 +77,9 @@ def load_smoke_requests(bento: BentoInfo) -> tuple[float, list[dict[str, Any]]]:
         for request in requests:
             _ = request["path"], request["body"], request["expected"]
     except (ValueError, KeyError, TypeError) as error:
-        raise DeployError(f"{bento.smoke_file} is malformed ({error!r}); expected atol + requests[path, body, expected]")
+        raise DeployError(
+            f"{bento.smoke_file} is malformed ({error!r}); expected atol + requests[path, body, expected]"
+        ) from None
     if not requests:
         raise DeployError(f"{bento.smoke_file} holds no requests")
     return atol, requests
@@ -89,7 +92,9 @@ def differences(expected: Any, actual: Any, atol: float, where: str = "$") -> li
     if isinstance(expected, int | float) and isinstance(actual, int | float):
         if math.isfinite(expected) and math.isfinite(actual) and abs(expected - actual) <= atol:
             return []
-        return [] if expected == actual else [f"{where}: expected {expected!r}, got {actual!r} (atol {atol:g})"]
+        return (
+            [] if expected == actual else [f"{where}: expected {expected!r}, got {actual!r} (atol {atol:g})"]
+        )
     if isinstance(expected, dict) and isinstance(actual, dict):
         found = [f"{where}: missing key {key!r}" for key in expected if key not in actual]
         found += [f"{where}: unexpected key {key!r}" for key in actual if key not in expected]
@@ -107,14 +112,22 @@ def differences(expected: Any, actual: Any, atol: float, where: str = "$") -> li
     return [] if expected == actual else [f"{where}: expected {expected!r}, got {actual!r}"]
 
 
-def wait_ready(base_url: str, timeout_s: float, alive: Callable[[], bool], describe_exit: Callable[[], str]) -> float:
-    """Poll /readyz until 200; fail fast when the process dies. Returns the seconds it took."""
+def wait_ready(
+    base_url: str,
+    timeout_s: float,
+    alive: Callable[[], bool],
+    describe_exit: Callable[[], str],
+    log_path: Path | None = None,
+) -> float:
+    """Poll /readyz until 200; fail fast when the process dies or its log says startup failed."""
     start = time.monotonic()
     last = "no answer yet"
     with httpx.Client(timeout=2.0) as client:
         while time.monotonic() - start < timeout_s:
             if not alive():
                 raise DeployError(f"the bento exited before it was ready: {describe_exit()}")
+            if startup_failed(log_path):
+                raise DeployError(f"the bento crashed on start: {describe_exit()}")
             try:
                 response = client.get(f"{base_url}/readyz")
                 if response.status_code == 200:
@@ -126,8 +139,22 @@ def wait_ready(base_url: str, timeout_s: float, alive: Callable[[], bool], descr
     raise DeployError(f"not ready after {timeout_s:g} s (checks.readyz_timeout_s): {last}. {describe_exit()}")
 
 
+# BentoML's arbiter keeps running (and restarting workers) when a service's __init__ raises; its log
+# says so at once, so a crashing bento fails in a second rather than at checks.readyz_timeout_s.
+STARTUP_FAILED = "Application startup failed"
+
+
+def startup_failed(log_path: Path | None) -> bool:
+    """True when the slot's log shows BentoML gave up starting the service."""
+    if log_path is None or not log_path.is_file():
+        return False
+    with open(log_path, "rb") as handle:
+        handle.seek(max(0, log_path.stat().st_size - 65536))
+        return STARTUP_FAILED.encode() in handle.read()
+
+
 def run_smoke(base_url: str, bento: BentoInfo, timeout_s: float) -> int:
-    """Send every smoke request; any status other than 200 or any difference is a DeployError. Returns the count."""
+    """Send every smoke request; a status other than 200 or any difference is a DeployError."""
     atol, requests = load_smoke_requests(bento)
     with httpx.Client(timeout=timeout_s) as client:
         for number, request in enumerate(requests, 1):
@@ -143,5 +170,7 @@ def run_smoke(base_url: str, bento: BentoInfo, timeout_s: float) -> int:
             found = differences(request["expected"], response.json(), atol)
             if found:
                 shown = "\n  ".join(found[:10])
-                raise DeployError(f"smoke request {number} to {request['path']} gave a different answer:\n  {shown}")
+                raise DeployError(
+                    f"smoke request {number} to {request['path']} gave a different answer:\n  {shown}"
+                )
     return len(requests)

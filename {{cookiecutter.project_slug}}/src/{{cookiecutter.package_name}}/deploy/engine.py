@@ -62,11 +62,14 @@ class LocalEngine:
     # -- apply ---------------------------------------------------------------------------------------
 
     def apply(self, state: DeploymentState) -> ApplyReport:
-        """Make the running slots and the proxy match `state`; raise DeployError (traffic unchanged) on failure."""
+        """Make the slots and the proxy match `state`; raise DeployError (traffic unchanged) on failure."""
         started = time.monotonic()
         if state.live is None:
-            return ApplyReport(None, None, "nothing is live in the state file: nothing to apply "
-                               "(`deploy.py set --bento TAG` first)")
+            return ApplyReport(
+                None,
+                None,
+                "nothing is live in the state file: nothing to apply (`deploy.py set --bento TAG` first)",
+            )
         nginx_binary()  # fail before starting anything when the proxy cannot run
         target = state.live
         slot = state.slots[target]
@@ -81,9 +84,9 @@ class LocalEngine:
             if running is not None and (running.bento != bento.tag or running.port != slot.port):
                 if current == target:
                     raise DeployError(
-                        f"{target} is live with {running.bento} and the state asks for {bento.tag} in the same "
-                        f"slot: replacing the live slot in place would drop traffic. Put the new bento in the "
-                        f"idle slot (`deploy.py set --bento {bento.tag}`)"
+                        f"{target} is live with {running.bento} and the state asks for {bento.tag} in the "
+                        "same slot: replacing the live slot in place would drop traffic. Put the new bento "
+                        f"in the idle slot (`deploy.py set --bento {bento.tag}`)"
                     )
                 self._stop_slot(runtime, target, reason=f"replaced by {bento.tag}")
                 running = None
@@ -102,8 +105,10 @@ class LocalEngine:
             action = self._route(runtime, state, target, bento, timings, started)
             self._settle_idle(runtime, state, previous_live=current)
             runtime.save(self.state_dir)
-            rt.record_event(self.state_dir, {"event": "apply", "live": target, "bento": bento.tag,
-                                             "action": action, "timings": timings})
+            rt.record_event(
+                self.state_dir,
+                {"event": "apply", "live": target, "bento": bento.tag, "action": action, "timings": timings},
+            )
             self._ensure_reaper(runtime)
             timings["total"] = time.monotonic() - started
             return ApplyReport(target, bento.tag, action, timings)
@@ -111,27 +116,46 @@ class LocalEngine:
     def _start_slot(self, name: SlotName, port: int, bento: BentoInfo, state: DeploymentState) -> SlotRuntime:
         rt.require_free_port(port, f"{name} slot (slots.{name}.port)")
         log_path = self.state_dir / f"{name}.log"
-        log_path.write_text("")
+        if log_path.exists():
+            log_path.replace(log_path.with_suffix(".log.prev"))
         log.info("starting %s on %s:%d with %s", name, LOOPBACK, port, bento.tag)
-        process = rt.spawn(bento_command(bento.tag, port), log_path,
-                           env={"BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "true"})
-        return SlotRuntime(bento=bento.tag, port=port, process=process, log=str(log_path), started_at=time.time())
+        process = rt.spawn(
+            bento_command(bento.tag, port),
+            log_path,
+            env={"BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "true"},
+        )
+        return SlotRuntime(
+            bento=bento.tag, port=port, process=process, log=str(log_path), started_at=time.time()
+        )
 
     def _check(self, running: SlotRuntime, bento: BentoInfo, state: DeploymentState) -> None:
         base = f"http://{LOOPBACK}:{running.port}"
         log_path = Path(running.log)
         try:
-            wait_ready(base, state.checks.readyz_timeout_s, running.process.alive,
-                       lambda: rt.exit_description(running.process, log_path))
+            wait_ready(
+                base,
+                state.checks.readyz_timeout_s,
+                running.process.alive,
+                lambda: rt.exit_description(running.process, log_path),
+                log_path,
+            )
             if state.checks.smoke:
                 count = run_smoke(base, bento, state.checks.request_timeout_s)
                 log.info("%d smoke request(s) passed on %s", count, base)
         except DeployError as error:
-            raise DeployError(f"{bento.tag} failed its checks on port {running.port}, traffic not moved: {error}") \
-                from None
+            raise DeployError(
+                f"{bento.tag} failed its checks on port {running.port}, traffic not moved: {error}"
+            ) from None
 
-    def _route(self, runtime: Runtime, state: DeploymentState, target: SlotName, bento: BentoInfo,
-               timings: dict[str, float], started: float) -> str:
+    def _route(
+        self,
+        runtime: Runtime,
+        state: DeploymentState,
+        target: SlotName,
+        bento: BentoInfo,
+        timings: dict[str, float],
+        started: float,
+    ) -> str:
         nginx = Nginx(self.state_dir, state.proxy.port)
         port = runtime.slots[target].port
         if runtime.proxy is None:
@@ -139,27 +163,38 @@ class LocalEngine:
             timings["switched"] = time.monotonic() - started
             return f"{target} is live with {bento.tag} (proxy started on {LOOPBACK}:{state.proxy.port})"
         if runtime.proxy.port != state.proxy.port:
-            raise DeployError(f"the proxy runs on port {runtime.proxy.port} but the state asks for "
-                              f"{state.proxy.port}: run `deploy.py stop` first to move it")
+            raise DeployError(
+                f"the proxy runs on port {runtime.proxy.port} but the state asks for "
+                f"{state.proxy.port}: run `deploy.py stop` first to move it"
+            )
         if runtime.proxy.live == target and runtime.proxy.bento == bento.tag:
             return f"{target} is already live with {bento.tag}: nothing to switch"
         previous = runtime.proxy.live
-        timing = nginx.switch(runtime.proxy, target, port, bento.tag, state.proxy.drain_timeout_s)
+        try:
+            timing = nginx.switch(runtime.proxy, target, port, bento.tag, state.proxy.drain_timeout_s)
+        except DeployError as error:
+            raise DeployError(
+                f"{error}\ntraffic stays on {previous} ({runtime.proxy.bento}); "
+                f"{target} keeps running, checked, for the next apply"
+            ) from None
         runtime.proxy = runtime.proxy.model_copy(update={"live": target, "bento": bento.tag})
         timings["switched"] = timings["checked"] + timing.confirmed_s
         timings["drained"] = timings["checked"] + timing.drained_s
-        drained = "" if timing.drained else f" (old nginx workers still busy after {state.proxy.drain_timeout_s:g} s)"
+        drained = (
+            ""
+            if timing.drained
+            else f" (old nginx workers still busy after {state.proxy.drain_timeout_s:g} s)"
+        )
         return f"switched traffic {previous} -> {target} ({bento.tag}){drained}"
 
     def _settle_idle(self, runtime: Runtime, state: DeploymentState, previous_live: SlotName | None) -> None:
         """The slot just left keeps running for the grace period; a stale idle slot stops now."""
         assert state.live is not None
+        runtime.slots[state.live].retire_after = None  # live again: no longer retiring
         idle = other(state.live)
         running = runtime.slots.get(idle)
         if running is None:
             return
-        live_slot = runtime.slots[state.live]
-        live_slot.retire_after = None
         if previous_live == idle:
             running.retire_after = time.time() + state.checks.grace_period_s
             if state.checks.grace_period_s == 0:
@@ -171,20 +206,26 @@ class LocalEngine:
 
     def _retire_expired(self, runtime: Runtime) -> list[SlotName]:
         live = runtime.proxy.live if runtime.proxy else None
-        expired = [name for name, slot in runtime.slots.items()
-                   if name != live and slot.retire_after is not None and slot.retire_after <= time.time()]
+        expired = [
+            name
+            for name, slot in runtime.slots.items()
+            if name != live and slot.retire_after is not None and slot.retire_after <= time.time()
+        ]
         for name in expired:
             self._stop_slot(runtime, name, reason="grace period over")
         return expired
 
     def reap(self) -> float | None:
-        """Stop idle slots whose grace period is over; the seconds until the next one is due (None: none left)."""
+        """Stop idle slots past their grace period; return seconds until the next is due (None: none left)."""
         with rt.locked(self.state_dir):
             runtime = Runtime.load(self.state_dir)
             self._retire_expired(runtime)
             live = runtime.proxy.live if runtime.proxy else None
-            due = [slot.retire_after for name, slot in runtime.slots.items()
-                   if name != live and slot.retire_after is not None]
+            due = [
+                slot.retire_after
+                for name, slot in runtime.slots.items()
+                if name != live and slot.retire_after is not None
+            ]
             if not due and runtime.reaper is not None and runtime.reaper.pid == os.getpid():
                 runtime.reaper = None  # under the lock, so the next apply starts a fresh reaper
             runtime.save(self.state_dir)
@@ -206,7 +247,9 @@ class LocalEngine:
             return
         log.info("stopping %s (%s): %s", name, slot.bento, reason)
         rt.stop(slot.process)
-        rt.record_event(self.state_dir, {"event": "stop", "slot": name, "bento": slot.bento, "reason": reason})
+        rt.record_event(
+            self.state_dir, {"event": "stop", "slot": name, "bento": slot.bento, "reason": reason}
+        )
 
     # -- status / stop -----------------------------------------------------------------------------------
 
@@ -215,31 +258,48 @@ class LocalEngine:
         runtime = Runtime.load(self.state_dir)
         report: dict[str, Any] = {"desired_live": state.live, "proxy": None, "slots": {}}
         if runtime.proxy is not None:
-            report["proxy"] = {"url": f"http://{LOOPBACK}:{runtime.proxy.port}", "pid": runtime.proxy.process.pid,
-                               "live": runtime.proxy.live, "bento": runtime.proxy.bento}
+            report["proxy"] = {
+                "url": f"http://{LOOPBACK}:{runtime.proxy.port}",
+                "pid": runtime.proxy.process.pid,
+                "live": runtime.proxy.live,
+                "bento": runtime.proxy.bento,
+            }
         for name in SLOTS:
             desired = state.slots[name].bento
             running = runtime.slots.get(name)
-            entry: dict[str, Any] = {"desired_bento": desired, "model_version": _model_version(desired),
-                                     "port": state.slots[name].port, "running": running is not None,
-                                     "live": runtime.proxy is not None and runtime.proxy.live == name}
+            entry: dict[str, Any] = {
+                "desired_bento": desired,
+                "model_version": _model_version(desired),
+                "port": state.slots[name].port,
+                "running": running is not None,
+                "live": runtime.proxy is not None and runtime.proxy.live == name,
+            }
             if running is not None:
-                entry.update(running_bento=running.bento, pid=running.process.pid, port=running.port,
-                             ready=_ready(running.port), log=running.log,
-                             retire_in_s=None if running.retire_after is None
-                             else round(max(0.0, running.retire_after - time.time()), 1))
+                entry.update(
+                    running_bento=running.bento,
+                    pid=running.process.pid,
+                    port=running.port,
+                    ready=_ready(running.port),
+                    log=running.log,
+                    retire_in_s=None
+                    if running.retire_after is None
+                    else round(max(0.0, running.retire_after - time.time()), 1),
+                )
                 if running.bento != desired:
                     entry["model_version"] = _model_version(running.bento)
             report["slots"][name] = entry
         if state.live is None:
             report["in_sync"] = runtime.proxy is None
         else:
-            report["in_sync"] = runtime.proxy is not None and runtime.proxy.live == state.live \
+            report["in_sync"] = (
+                runtime.proxy is not None
+                and runtime.proxy.live == state.live
                 and runtime.proxy.bento == state.slots[state.live].bento
+            )
         return report
 
     def stop(self) -> list[str]:
-        """Stop everything this engine started: proxy first (no traffic to a dying slot), then slots, reaper."""
+        """Stop everything this engine started: proxy first (no traffic to a dying slot), slots, reaper."""
         stopped: list[str] = []
         with rt.locked(self.state_dir):
             runtime = Runtime.load(self.state_dir)

@@ -22,7 +22,7 @@ DEFAULT_K8S_VERSION = "1.30.0"
 
 
 def app_name(bento_tag: str) -> str:
-    """A DNS-1123 name from the bento name (`fraud_detection_service` -> `fraud-detection-service`)."""
+    """A DNS-1123 name from the bento name (`{{ cookiecutter.package_name }}_service` -> `fraud-detection-service`)."""
     return bento_tag.split(":", 1)[0].replace("_", "-").replace(".", "-").lower()[:50].strip("-")
 
 
@@ -36,8 +36,12 @@ def _labels(app: str, slot: SlotName | None = None, version: str | None = None) 
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2,
-            "failureThreshold": failures}
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
 
 
 def deployment(app: str, slot: SlotName, tag: str, k8s: Kubernetes, replicas: int) -> dict[str, Any]:
@@ -54,15 +58,21 @@ def deployment(app: str, slot: SlotName, tag: str, k8s: Kubernetes, replicas: in
         "startupProbe": _probe("/livez", 5, 60),
         "readinessProbe": _probe("/readyz", 5, 3),
         "livenessProbe": _probe("/livez", 10, 3),
-        "resources": {"requests": {"cpu": k8s.cpu_request, "memory": k8s.memory_request},
-                      "limits": {"memory": k8s.memory_limit}},
+        "resources": {
+            "requests": {"cpu": k8s.cpu_request, "memory": k8s.memory_request},
+            "limits": {"memory": k8s.memory_limit},
+        },
         "securityContext": {"allowPrivilegeEscalation": False},
     }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": f"{app}-{slot}", "namespace": k8s.namespace, "labels": pod_labels,
-                     "annotations": {"gitops-ml/bento": tag}},
+        "metadata": {
+            "name": f"{app}-{slot}",
+            "namespace": k8s.namespace,
+            "labels": pod_labels,
+            "annotations": {"gitops-ml/bento": tag},
+        },
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 2,
@@ -81,8 +91,12 @@ def service(app: str, name: str, slot: SlotName, k8s: Kubernetes, role: str) -> 
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": k8s.namespace, "labels": _labels(app),
-                     "annotations": {"gitops-ml/role": role, "gitops-ml/slot": slot}},
+        "metadata": {
+            "name": name,
+            "namespace": k8s.namespace,
+            "labels": _labels(app),
+            "annotations": {"gitops-ml/role": role, "gitops-ml/slot": slot},
+        },
         "spec": {
             "type": "ClusterIP",
             "selector": {"app.kubernetes.io/name": app, SLOT_LABEL: slot},
@@ -120,10 +134,19 @@ def render_manifests(state: DeploymentState) -> dict[str, dict[str, Any]]:
     return manifests
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """No `&id001` anchors: every manifest reads on its own."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def to_text(manifests: dict[str, dict[str, Any]]) -> dict[str, str]:
     """The exact file contents render-k8s writes."""
-    return {name: HEADER + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
-            for name, doc in manifests.items()}
+    return {
+        name: HEADER + yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False)
+        for name, doc in manifests.items()
+    }
 
 
 def write_manifests(manifests: dict[str, dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -156,7 +179,9 @@ def drift(manifests: dict[str, dict[str, Any]], out_dir: Path) -> list[str]:
     return found
 
 
-def validate_manifests(manifests: dict[str, dict[str, Any]], k8s_version: str = DEFAULT_K8S_VERSION) -> list[str]:
+def validate_manifests(
+    manifests: dict[str, dict[str, Any]], k8s_version: str = DEFAULT_K8S_VERSION
+) -> list[str]:
     """Check every Kubernetes object against the official OpenAPI schemas bundled in kubernetes-validate.
 
     Strict: unknown fields are errors too. Offline: the schemas ship inside the package.
@@ -164,7 +189,9 @@ def validate_manifests(manifests: dict[str, dict[str, Any]], k8s_version: str = 
     try:
         import kubernetes_validate
     except ImportError:
-        raise DeployError("schema validation needs kubernetes-validate (`pip install kubernetes-validate`)") from None
+        raise DeployError(
+            "schema validation needs kubernetes-validate (`pip install kubernetes-validate`)"
+        ) from None
     problems: list[str] = []
     for name, doc in manifests.items():
         if doc.get("kind") == "Kustomization":
@@ -175,8 +202,11 @@ def validate_manifests(manifests: dict[str, dict[str, Any]], k8s_version: str = 
         except kubernetes_validate.ValidationError as error:
             where = ".".join(str(part) for part in error.path)
             problems.append(f"{name}: {where}: {error.message}")
-        except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError,
-                kubernetes_validate.utils.VersionNotSupportedError) as error:
+        except (
+            kubernetes_validate.SchemaNotFoundError,
+            kubernetes_validate.InvalidSchemaError,
+            kubernetes_validate.utils.VersionNotSupportedError,
+        ) as error:
             problems.append(f"{name}: no schema: {error}")
     return problems
 

@@ -24,7 +24,7 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 @dataclass(frozen=True)
 class Sample:
-    """One request: monotonic start and end, HTTP status (0: no response), the slot that answered, the error."""
+    """One request: monotonic start/end, HTTP status (0: no response), the slot that answered, the error."""
 
     start: float
     end: float
@@ -47,8 +47,17 @@ def require_loopback(url: str) -> None:
 class LoadRun:
     """Load in a background thread, so a deploy command can run meanwhile. Always ends on its own."""
 
-    def __init__(self, url: str, body: Any, *, requests: int, max_seconds: float, concurrency: int = 8,
-                 rate: float | None = 200.0, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        body: Any,
+        *,
+        requests: int,
+        max_seconds: float,
+        concurrency: int = 8,
+        rate: float | None = 200.0,
+        timeout_s: float = 30.0,
+    ) -> None:
         require_loopback(url)
         if requests < 1 or max_seconds <= 0 or concurrency < 1:
             raise ValueError("requests, max_seconds and concurrency must be positive")
@@ -98,8 +107,13 @@ class LoadRun:
         start = time.monotonic()
         try:
             response = await client.post(self.url, json=self.body)
-            return Sample(start, time.monotonic(), response.status_code, response.headers.get(SLOT_HEADER),
-                          None if response.status_code == 200 else response.text[:200])
+            return Sample(
+                start,
+                time.monotonic(),
+                response.status_code,
+                response.headers.get(SLOT_HEADER),
+                None if response.status_code == 200 else response.text[:200],
+            )
         except httpx.HTTPError as error:
             return Sample(start, time.monotonic(), 0, None, f"{type(error).__name__}: {error}")
 
@@ -113,8 +127,9 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def summarize(samples: list[Sample], window: tuple[float, float] | None = None,
-              new_slot: str | None = None) -> dict[str, Any]:
+def summarize(
+    samples: list[Sample], window: tuple[float, float] | None = None, new_slot: str | None = None
+) -> dict[str, Any]:
     """The rollout figures. `window` is (command start, command end) in time.monotonic()."""
 
     def ms(values: list[float], q: float) -> float | None:
@@ -127,9 +142,12 @@ def summarize(samples: list[Sample], window: tuple[float, float] | None = None,
         by_slot[sample.slot or "none"] = by_slot.get(sample.slot or "none", 0) + 1
     failures = [s for s in samples if s.failed]
     report: dict[str, Any] = {
-        "requests": len(samples), "failed": len(failures),
+        "requests": len(samples),
+        "failed": len(failures),
         "failure_examples": sorted({f"{s.status} {s.error}" for s in failures})[:5],
-        "by_slot": by_slot, "p50_ms": ms(latencies, 50), "p99_ms": ms(latencies, 99),
+        "by_slot": by_slot,
+        "p50_ms": ms(latencies, 50),
+        "p99_ms": ms(latencies, 99),
         "max_ms": round(max(latencies) * 1000, 2) if latencies else None,
     }
     if samples:
@@ -138,12 +156,23 @@ def summarize(samples: list[Sample], window: tuple[float, float] | None = None,
     if window is not None:
         begin, end = window
         during = [s.end - s.start for s in samples if not s.failed and s.end >= begin and s.start <= end]
-        report.update(window_s=round(end - begin, 3), window_requests=len(during),
-                      window_p50_ms=ms(during, 50), window_p99_ms=ms(during, 99),
-                      window_failed=sum(1 for s in failures if s.end >= begin and s.start <= end))
+        report.update(
+            window_s=round(end - begin, 3),
+            window_requests=len(during),
+            window_p50_ms=ms(during, 50),
+            window_p99_ms=ms(during, 99),
+            window_max_ms=round(max(during) * 1000, 2) if during else None,
+            window_failed=sum(1 for s in failures if s.end >= begin and s.start <= end),
+        )
         if new_slot is not None:
-            old_ends = [s.end for s in samples if not s.failed and s.slot != new_slot and s.end >= begin]
+            old_ends = [
+                s.end
+                for s in samples
+                if not s.failed and s.slot != new_slot and s.end >= begin and s.start <= end
+            ]
             new_starts = [s.end for s in samples if s.slot == new_slot and s.end >= begin]
             report["first_on_new_s"] = round(min(new_starts) - begin, 3) if new_starts else None
-            report["all_on_new_s"] = round(max([*old_ends, min(new_starts)]) - begin, 3) if new_starts else None
+            report["all_on_new_s"] = (
+                round(max([*old_ends, min(new_starts)]) - begin, 3) if new_starts else None
+            )
     return report

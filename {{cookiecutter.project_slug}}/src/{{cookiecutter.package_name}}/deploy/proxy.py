@@ -32,8 +32,13 @@ class ProxyError(DeployError):
 
 def nginx_binary() -> str:
     """Where nginx is: $DEPLOY_NGINX, PATH, or the usual sbin folders."""
-    candidates = [os.environ.get(NGINX_ENV), shutil.which("nginx"), "/usr/sbin/nginx", "/usr/local/sbin/nginx",
-                  "/usr/local/nginx/sbin/nginx"]
+    candidates = [
+        os.environ.get(NGINX_ENV),
+        shutil.which("nginx"),
+        "/usr/sbin/nginx",
+        "/usr/local/sbin/nginx",
+        "/usr/local/nginx/sbin/nginx",
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
@@ -63,10 +68,16 @@ def render_conf(prefix: Path, listen_port: int, upstream_port: int, slot: SlotNa
         f"    fastcgi_temp_path {p}/temp/fastcgi;",
         f"    uwsgi_temp_path {p}/temp/uwsgi;",
         f"    scgi_temp_path {p}/temp/scgi;",
-        "    keepalive_timeout 65s;",
+        # No client keep-alive: a reload retires the old workers, and nginx closes their idle keep-alive
+        # connections at once; a request that arrives on one at that instant is reset. Without idle
+        # connections nothing is lost (a new loopback connection costs well under a millisecond).
+        "    keepalive_timeout 0;",
         "    upstream live_slot {",
         f"        server {LOOPBACK}:{upstream_port} max_fails=0;",
         "        keepalive 32;",
+        # Close idle upstream connections before the bento's server does (uvicorn: 5 s), so nginx never
+        # sends a request down a connection the other side is closing.
+        "        keepalive_timeout 4s;",
         "    }",
         "    server {",
         f"        listen {LOOPBACK}:{listen_port};",
@@ -100,7 +111,7 @@ class SwitchTiming:
 
 
 class Nginx:
-    """One nginx instance under bentos/.state/nginx: start, switch (test, swap, reload, confirm, drain), stop."""
+    """One nginx under bentos/.state/nginx: start, then switch (test, swap, reload, confirm, drain)."""
 
     def __init__(self, state_dir: Path, port: int) -> None:
         self.prefix = state_dir / "nginx"
@@ -109,8 +120,16 @@ class Nginx:
         self.port = port
 
     def _run(self, *args: str, conf: Path | None = None) -> subprocess.CompletedProcess[str]:
-        command = [nginx_binary(), "-p", str(self.prefix.resolve()), "-c", str((conf or self.conf).resolve()),
-                   "-e", str(self.log.resolve()), *args]
+        command = [
+            nginx_binary(),
+            "-p",
+            str(self.prefix.resolve()),
+            "-c",
+            str((conf or self.conf).resolve()),
+            "-e",
+            str(self.log.resolve()),
+            *args,
+        ]
         return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
     def _write_tested(self, slot: SlotName, upstream_port: int, bento: str) -> Path:
@@ -126,8 +145,15 @@ class Nginx:
         """First deployment (or after `stop`): start nginx on the proxy port, pointing at `slot`."""
         require_free_port(self.port, "proxy (proxy.port)")
         self._write_tested(slot, upstream_port, bento).replace(self.conf)
-        command = [nginx_binary(), "-p", str(self.prefix.resolve()), "-c", str(self.conf.resolve()),
-                   "-e", str(self.log.resolve())]
+        command = [
+            nginx_binary(),
+            "-p",
+            str(self.prefix.resolve()),
+            "-c",
+            str(self.conf.resolve()),
+            "-e",
+            str(self.log.resolve()),
+        ]
         process = spawn(command, self.prefix / "master.log")
         try:
             self.confirm(slot, timeout_s=10.0, process=process)
@@ -138,8 +164,9 @@ class Nginx:
             raise
         return ProxyRuntime(process=process, port=self.port, live=slot, bento=bento)
 
-    def switch(self, runtime: ProxyRuntime, slot: SlotName, upstream_port: int, bento: str,
-               drain_timeout_s: float) -> SwitchTiming:
+    def switch(
+        self, runtime: ProxyRuntime, slot: SlotName, upstream_port: int, bento: str, drain_timeout_s: float
+    ) -> SwitchTiming:
         """Point the running nginx at `slot`. On any failure the previous config is put back and reloaded."""
         candidate = self._write_tested(slot, upstream_port, bento)
         old_workers = self.workers(runtime.process)
@@ -150,8 +177,10 @@ class Nginx:
         try:
             reloaded = self._run("-s", "reload")
             if reloaded.returncode != 0:
-                raise ProxyError(f"nginx reload failed (exit {reloaded.returncode}): "
-                                 f"{(reloaded.stderr or reloaded.stdout).strip()}")
+                raise ProxyError(
+                    f"nginx reload failed (exit {reloaded.returncode}): "
+                    f"{(reloaded.stderr or reloaded.stdout).strip()}"
+                )
             self.confirm(slot, timeout_s=10.0, process=runtime.process)
         except DeployError:
             backup.replace(self.conf)
@@ -176,8 +205,9 @@ class Nginx:
             except httpx.HTTPError as error:
                 seen = repr(error)
             time.sleep(0.05)
-        raise ProxyError(f"nginx did not switch to {slot} within {timeout_s:g} s (it answers {seen!r}); "
-                         f"see {self.log}")
+        raise ProxyError(
+            f"nginx did not switch to {slot} within {timeout_s:g} s (it answers {seen!r}); see {self.log}"
+        )
 
     @staticmethod
     def workers(master: Process) -> list[psutil.Process]:

@@ -56,27 +56,27 @@ class Proxy(_Strict):
     """The reverse proxy in front of both slots (local engine): nginx from the OS packages."""
 
     engine: Literal["nginx"] = "nginx"
-    port: int = Field(8080, ge=1024, le=65535)
-    drain_timeout_s: float = Field(30.0, gt=0)
+    port: int = Field(default=8080, ge=1024, le=65535)
+    drain_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class Checks(_Strict):
     """What a slot must pass before it takes traffic, and how long the previous one stays up."""
 
-    readyz_timeout_s: float = Field(120.0, gt=0)
+    readyz_timeout_s: float = Field(default=120.0, gt=0)
     smoke: bool = True
-    request_timeout_s: float = Field(10.0, gt=0)
-    grace_period_s: float = Field(900.0, ge=0)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    grace_period_s: float = Field(default=900.0, ge=0)
 
 
 class Kubernetes(_Strict):
     """What `render-k8s` needs beyond the slots: where the images live and how many replicas run."""
 
-    namespace: str = Field("default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     image: str = Field(min_length=1)
-    replicas: int = Field(2, ge=1)
-    preview_replicas: int | None = Field(None, ge=0)
-    container_port: int = Field(3000, ge=1, le=65535)
+    replicas: int = Field(default=2, ge=1)
+    preview_replicas: int | None = Field(default=None, ge=0)
+    container_port: int = Field(default=3000, ge=1, le=65535)
     cpu_request: str = "250m"
     memory_request: str = "512Mi"
     memory_limit: str = "1Gi"
@@ -87,8 +87,8 @@ class DeploymentState(_Strict):
 
     live: SlotName | None = None
     slots: dict[SlotName, Slot]
-    proxy: Proxy = Proxy()
-    checks: Checks = Checks()
+    proxy: Proxy = Field(default_factory=Proxy)
+    checks: Checks = Field(default_factory=Checks)
     kubernetes: Kubernetes | None = None
 
     @model_validator(mode="after")
@@ -97,9 +97,14 @@ class DeploymentState(_Strict):
         if missing:
             raise ValueError(f"slots must define both blue and green (missing: {', '.join(missing)})")
         if self.live is not None and self.slots[self.live].bento is None:
-            raise ValueError(f"live is {self.live!r} but slots.{self.live}.bento is empty: nothing to send traffic to")
-        ports = {"slots.blue.port": self.slots["blue"].port, "slots.green.port": self.slots["green"].port,
-                 "proxy.port": self.proxy.port}
+            raise ValueError(
+                f"live is {self.live!r} but slots.{self.live}.bento is empty: nothing to send traffic to"
+            )
+        ports = {
+            "slots.blue.port": self.slots["blue"].port,
+            "slots.green.port": self.slots["green"].port,
+            "proxy.port": self.proxy.port,
+        }
         if len(set(ports.values())) < len(ports):
             raise ValueError(f"ports must all differ: {ports}")
         return self
@@ -130,12 +135,14 @@ def _live_markers(raw: dict[str, Any]) -> list[str]:
 def parse_state(raw: Any, source: str = "deployment state") -> DeploymentState:
     """Validate a loaded YAML document; every problem becomes one readable DeployError."""
     if not isinstance(raw, dict):
-        raise DeployError(f"{source}: expected a mapping with `live`, `slots`, `checks`, got {type(raw).__name__}")
+        raise DeployError(
+            f"{source}: expected a mapping with `live`, `slots`, `checks`, got {type(raw).__name__}"
+        )
     markers = _live_markers(raw)
     if len(markers) > 1:
         raise DeployError(
-            f"{source}: more than one slot is marked live ({', '.join(markers)}). Blue-green sends all traffic "
-            "to exactly one slot: set `live: blue` or `live: green` (top level)."
+            f"{source}: more than one slot is marked live ({', '.join(markers)}). Blue-green sends all "
+            "traffic to exactly one slot: set `live: blue` or `live: green` (top level)."
         )
     if isinstance(raw.get("live"), list | tuple):
         raw = {**raw, "live": markers[0] if markers else None}
@@ -166,10 +173,16 @@ def _round_trip() -> Any:
     handler = YAML()
     handler.preserve_quotes = True
     handler.width = 4096
+    # Keep `null` spelled out (ruamel writes an empty value by default), so untouched lines stay untouched.
+    handler.representer.add_representer(
+        type(None), lambda dumper, _: dumper.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     return handler
 
 
-def update_state_file(path: Path, *, live: SlotName | None, bentos: dict[SlotName, str | None]) -> DeploymentState:
+def update_state_file(
+    path: Path, *, live: SlotName | None, bentos: dict[SlotName, str | None]
+) -> DeploymentState:
     """Change `live` and slot bentos in place, keeping comments and key order, so the git diff is the change.
 
     The new content is validated before the file is touched.
