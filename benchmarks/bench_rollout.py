@@ -48,14 +48,15 @@ class Scratch:
         self.project, self.root, self.env = project, root, env
         self.state = root / "bentos" / "deployment.yaml"
         self.state.parent.mkdir(parents=True)
-        text = (project / "bentos" / "deployment.yaml").read_text()
-        blue, green, proxy = free_ports(3)
-        self.proxy_port = proxy
-        for old, new in (("port: 3001", f"port: {blue}"), ("port: 3002", f"port: {green}"),
-                         ("port: 8080", f"port: {proxy}")):
-            text = text.replace(old, new)
-        text = re.sub(r"grace_period_s: \d+(\.\d+)?", f"grace_period_s: {grace_s}", text)
-        self.state.write_text(text)
+        import yaml
+
+        state = yaml.safe_load((project / "bentos" / "deployment.yaml").read_text())
+        blue, green, self.proxy_port = free_ports(3)
+        state["live"] = None
+        state["slots"] = {"blue": {"bento": None, "port": blue}, "green": {"bento": None, "port": green}}
+        state["proxy"]["port"] = self.proxy_port
+        state["checks"]["grace_period_s"] = grace_s
+        self.state.write_text(yaml.safe_dump(state, sort_keys=False))
         self.git("init", "-q", "-b", "main")
         self.git("add", "-A")
         self.git("commit", "-qm", "initial state")

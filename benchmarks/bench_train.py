@@ -442,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"project {project}\n{machine_line()}, torch threads {torch.get_num_threads()}, "
               f"device {torch.cuda.get_device_name() if setup.device.type == 'cuda' else 'cpu'}, "
               f"load average {os.getloadavg()[0]:.1f}")
+        if setup.device.type == "cpu" and os.getloadavg()[0] > (os.cpu_count() or 1) and torch.get_num_threads() > 1:
+            print("note: the machine is busy; several torch threads on shared cores wait on each other. "
+                  "--threads 1 gives steadier CPU figures.")
         print(f"data: {args.rows:,} rows generated and preprocessed in {setup.prepare_s:.1f}s "
               f"(lightning {lightning.__version__})", flush=True)
         results: dict[str, list[Timing]] = {path: [] for path in args.paths}

@@ -118,7 +118,8 @@ def test_make_help_and_readme_cover_every_target(project: Path, env: dict[str, s
     for target in TARGETS:
         assert re.search(rf"make {re.escape(target)}\s", listed), f"`make help` does not list {target}"
         assert f"`make {target}" in readme, f"the README does not document `make {target}`"
-    assert "/tmp/" not in readme and "/root/" not in readme
+    for local in ("/work/", "/root/", "/home/", "pytest-of-"):
+        assert local not in readme, f"the README names a path of the machine it was written on ({local})"
 
 
 # --- pre-commit ---------------------------------------------------------------------------------
@@ -321,7 +322,7 @@ def test_make_repro_serve_rollout(copy: Path, env: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
-def test_make_ci_local_runs_the_test_job(copy: Path, env: dict[str, str]) -> None:
+def test_make_ci_local_runs_the_ci_workflow(copy: Path, env: dict[str, str]) -> None:
     result = make("ci-local", copy, env, timeout=1800, check=False)
     assert result.returncode == 0, f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
     assert "Job succeeded" in result.stdout

@@ -51,7 +51,10 @@ def act(project: Path, cache: Path, *args: str, timeout: float = 900) -> subproc
 
 def assert_succeeded(result: subprocess.CompletedProcess[str], jobs: list[str]) -> None:
     log = result.stdout + result.stderr
-    tail = "\n".join(log.splitlines()[-150:])
+    lines = log.splitlines()
+    # What failed (steps, pre-commit hooks, errors), then the end of the log.
+    failed = [line for line in lines if re.search(r"❌|\.\.\.+\S*Failed|::error::|ERROR", line)]
+    tail = "\n".join([*failed[:60], "--- last lines ---", *lines[-100:]])
     assert result.returncode == 0, f"act exited {result.returncode}:\n{tail}"
     for job in jobs:
         assert re.search(rf"\[[^\]]*/{re.escape(job)}\s*\] 🏁  Job succeeded", log), f"job {job!r}:\n{tail}"
@@ -120,14 +123,14 @@ def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp
     dvc = [sys.executable, "-m", "dvc"]
     run([*dvc, "push", "-q"], cwd=project)  # main's data, as `git push` + the pre-push hook leave it
     run(["git", "checkout", "-q", "-b", "data/v2"], cwd=project)
-    run([sys.executable, "pipelines/data_version.py", "--seed", "2", "--rows", "20000", "--commit"], cwd=project)
+    run([sys.executable, "pipelines/data_version.py", "--seed", "2", "--commit"], cwd=project)
     run([*dvc, "push", "-q"], cwd=project)
     assert (remote / "files" / "md5").is_dir()
     event = tmp_path / "pull_request.json"
-    event.write_text(json.dumps({
-        **json.loads((project / ".github" / "events" / "pull_request.json").read_text(encoding="utf-8")),
-        "pull_request": {"number": 7, "head": {"ref": "data/v2"}, "base": {"ref": "main", "sha": git_sha(project, "main")}},
-    }), encoding="utf-8")
+    payload = json.loads((project / ".github" / "events" / "pull_request.json").read_text(encoding="utf-8"))
+    payload["pull_request"] = {"number": 7, "head": {"ref": "data/v2"},
+                               "base": {"ref": "main", "sha": git_sha(project, "main")}}
+    event.write_text(json.dumps(payload), encoding="utf-8")
 
     result = act(project, tmp_path / "act", "pull_request", "-e", str(event), "-W", ".github/workflows/retrain.yml",
                  "--var", "RETRAIN_OVERRIDES=debug=fast", "-s", f"DVC_REMOTE_URL={remote}",
@@ -137,6 +140,7 @@ def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp
     printed = step_output(result.stdout, "dvc repro")
     assert "----- reports/pr_report.md -----" in printed, "the report step printed no report"
     body = "\n".join(printed[printed.index("----- reports/pr_report.md -----") + 1:])
+    print(body)
     assert body.startswith(REPORT_MARKER)
     assert "### Golden-set metrics" in body and "| roc_auc |" in body
     assert "### Gate" in body and "Gate **passed**" in body

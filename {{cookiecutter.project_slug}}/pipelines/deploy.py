@@ -4,8 +4,8 @@
     python pipelines/deploy.py apply                         # start, /readyz, smoke, then switch nginx
     python pipelines/deploy.py status [--json]               # both slots, bentos, model versions, live
     python pipelines/deploy.py rollback [--commit]           # live back to the other slot (a switch in grace)
-    git revert HEAD && python pipelines/deploy.py apply      # the GitOps rollback: same switch, from history
-    python pipelines/deploy.py render-k8s -o k8s/ [--check]  # Deployments + Services for Argo CD / Flux
+    git revert <release commit> && python pipelines/deploy.py apply   # the GitOps rollback, from history
+    python pipelines/deploy.py render-k8s -o deploy/k8s [--check]  # Deployments + Services for Argo CD / Flux
     python pipelines/deploy.py loadtest --requests 3000 --seconds 60 [--during "CMD"]
     python pipelines/deploy.py stop                          # stop the proxy and both slots
 
@@ -26,7 +26,13 @@ from pathlib import Path
 
 from {{ cookiecutter.package_name }}.deploy import k8s
 from {{ cookiecutter.package_name }}.deploy.engine import LocalEngine
-from {{ cookiecutter.package_name }}.deploy.state import DeployError, load_state, other, update_state_file, with_bento
+from {{ cookiecutter.package_name }}.deploy.state import (
+    DeployError,
+    load_state,
+    other,
+    update_state_file,
+    with_bento,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 for _name, _value in (("BENTOML_DO_NOT_TRACK", "true"), ("DO_NOT_TRACK", "true")):
@@ -36,14 +42,10 @@ for _name, _value in (("BENTOML_DO_NOT_TRACK", "true"), ("DO_NOT_TRACK", "true")
 def packaged_bento(report: Path) -> str:
     """The bento the last `dvc repro package` built, if its gate passed."""
     if not report.is_file():
-        raise DeployError(
-            f"no --bento given and {report} not found: run `dvc repro package` or pass --bento TAG"
-        )
+        raise DeployError(f"no --bento given and {report} not found: run `dvc repro package` or pass --bento TAG")
     package = json.loads(report.read_text(encoding="utf-8"))
     if not package.get("gate_passed", False):
-        raise DeployError(
-            f"{report}: the gate did not pass for {package.get('bento_tag')}; it is not deployable"
-        )
+        raise DeployError(f"{report}: the gate did not pass for {package.get('bento_tag')}; it is not deployable")
     return str(package["bento_tag"])
 
 
@@ -70,9 +72,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     update_state_file(args.state, live=live, bentos={slot: tag})
     print(f"{args.state}: slots.{slot}.bento = {tag}; live = {live}")
     if args.commit:
-        git_commit(
-            args.state, f"deploy: {tag} -> {slot}" + (f" (live: {live})" if live == slot else " (preview)")
-        )
+        git_commit(args.state, f"deploy: {tag} -> {slot}" + (f" (live: {live})" if live == slot else " (preview)"))
     else:
         print("next: commit it (git commit -am 'deploy ...'), then `python pipelines/deploy.py apply`")
     return 0
@@ -122,9 +122,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             if slot["running"]
             else "not running"
         )
-        print(
-            f"  {name:<5} {role:<16} want={slot['desired_bento']} model={slot['model_version']} | {running}"
-        )
+        print(f"  {name:<5} {role:<16} want={slot['desired_bento']} model={slot['model_version']} | {running}")
     return 0
 
 
@@ -138,9 +136,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.check:
         found = k8s.drift(manifests, args.output)
         if found:
-            raise DeployError(
-                "committed manifests are out of date (run render-k8s):\n  " + "\n  ".join(found)
-            )
+            raise DeployError("committed manifests are out of date (run render-k8s):\n  " + "\n  ".join(found))
         print(f"{args.output} matches bentos/deployment.yaml")
         return 0
     for path in k8s.write_manifests(manifests, args.output):
@@ -231,9 +227,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop the proxy and both slots")
     p.set_defaults(func=cmd_stop)
 
-    p = sub.add_parser(
-        "loadtest", help="bounded loopback load through the proxy (optionally during a command)"
-    )
+    p = sub.add_parser("loadtest", help="bounded loopback load through the proxy (optionally during a command)")
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--concurrency", type=int, default=8)
@@ -246,9 +240,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="[deploy] %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="[deploy] %(message)s")
     try:
         return int(args.func(args))
     except DeployError as error:

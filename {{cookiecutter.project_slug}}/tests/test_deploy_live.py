@@ -76,22 +76,21 @@ def bentos(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, s
 class Project:
     """A git repo holding a copy of the state file with free ports; runs the documented commands."""
 
-    def __init__(
-        self, root: Path, store: Path | None, grace_s: float = 120.0, readyz_timeout_s: float = 60.0
-    ) -> None:
+    def __init__(self, root: Path, store: Path | None, grace_s: float = 120.0, readyz_timeout_s: float = 60.0) -> None:
         self.root = root
         self.store = store
         self.outputs: list[str] = []
         self.state = root / "bentos" / "deployment.yaml"
         self.state.parent.mkdir(parents=True)
-        raw = (ROOT / "bentos" / "deployment.yaml").read_text()
+        state = yaml.safe_load((ROOT / "bentos" / "deployment.yaml").read_text())
         blue, green, proxy = free_ports(3)
         self.proxy_port, self.ports = proxy, {"blue": blue, "green": green}
-        raw = raw.replace("port: 3001", f"port: {blue}").replace("port: 3002", f"port: {green}")
-        raw = raw.replace("port: 8080", f"port: {proxy}").replace(
-            "grace_period_s: 900", f"grace_period_s: {grace_s}"
-        )
-        self.state.write_text(raw.replace("readyz_timeout_s: 120", f"readyz_timeout_s: {readyz_timeout_s}"))
+        state["live"] = None
+        for name, port in self.ports.items():
+            state["slots"][name] = {"bento": None, "port": port}
+        state["proxy"]["port"] = proxy
+        state["checks"].update(grace_period_s=grace_s, readyz_timeout_s=readyz_timeout_s)
+        self.state.write_text(yaml.safe_dump(state, sort_keys=False))
         self.git("init", "-q", "-b", "main")
         self.git("add", "-A")
         self.git("commit", "-qm", "initial state")
@@ -102,9 +101,7 @@ class Project:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    def deploy(
-        self, *args: str, ok: bool = True, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess:
+    def deploy(self, *args: str, ok: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         store = {"BENTOML_HOME": str(self.store)} if self.store else {}
         env = {
             **os.environ,
@@ -195,19 +192,13 @@ def test_release_switch_and_rollback_under_load(project: Project, bentos: dict[s
         "re-release": summarize(samples, again, "green"),
         "rollback": summarize(samples, flip, "blue"),
     }
-    print(
-        json.dumps(
-            {name: {k: v for k, v in f.items() if k != "failure_examples"} for name, f in figures.items()}
-        )
-    )
+    print(json.dumps({name: {k: v for k, v in f.items() if k != "failure_examples"} for name, f in figures.items()}))
     overall = summarize(samples)
     assert overall["failed"] == 0, overall["failure_examples"]
     assert overall["requests"] > 500 and set(overall["by_slot"]) == {"blue", "green"}
     for name, figure in figures.items():
         assert figure["all_on_new_s"] is not None, name
-        assert figure["all_on_new_s"] <= figure["window_s"] + 2.0, (
-            f"{name}: traffic moved after the command ended"
-        )
+        assert figure["all_on_new_s"] <= figure["window_s"] + 2.0, f"{name}: traffic moved after the command ended"
     release_out, *switch_outs = project.outputs
     assert "started" in release_out, "a new release starts its slot"
     for out in switch_outs:  # within the grace period the other slot is still warm: a switch, no redeploy
@@ -222,7 +213,7 @@ def test_release_switch_and_rollback_under_load(project: Project, bentos: dict[s
 
 
 def test_faults_leave_traffic_where_it_was(tmp_path: Path, store: Path, bentos: dict[str, str]) -> None:
-    project = Project(tmp_path / "project", store, readyz_timeout_s=6.0)
+    project = Project(tmp_path / "project", store, readyz_timeout_s=12.0)
     try:
         project.deploy("set", "--bento", bentos["v1"], "--commit")
         project.deploy("apply")
@@ -247,7 +238,7 @@ def test_faults_leave_traffic_where_it_was(tmp_path: Path, store: Path, bentos: 
         fault(None, "more than one slot is marked live", state={"live": ["blue", "green"]})
         fault(bentos["crash"], "crashed on start")
         fault(bentos["wrong"], "gave a different answer")
-        fault(bentos["notready"], "not ready after 6 s")
+        fault(bentos["notready"], "not ready after 12 s")
         with socket.socket() as squatter:
             squatter.bind(("127.0.0.1", project.ports["green"]))
             squatter.listen()
@@ -293,9 +284,7 @@ def test_grace_period_retires_the_old_slot_and_rollback_restarts_it(
         stopped = project.deploy("stop", ok=False)
     assert stopped.returncode == 0
     for port in [project.proxy_port, *project.ports.values()]:
-        assert port_holder(port) is None, (
-            f"port {port} still held after stop"
-        )  # everything it started is gone
+        assert port_holder(port) is None, f"port {port} still held after stop"  # everything it started is gone
 
 
 def test_the_real_project_bento_serves_through_the_proxy(tmp_path: Path) -> None:

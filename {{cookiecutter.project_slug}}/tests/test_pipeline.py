@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from conftest import make_workspace, run
 
@@ -96,7 +95,6 @@ def test_corrupted_raw_data_stops_at_validate(workspace: Path) -> None:
     assert report["rows_quarantined"] >= len(frame) // 10
 
 
-@pytest.mark.slow
 def test_exp_run_override_reaches_training_and_mlflow(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path, rows=8000)
     run(["dvc", "exp", "run", "-S", "debug=fast", "-S", "trainer.max_epochs=1", "validate", "train"],

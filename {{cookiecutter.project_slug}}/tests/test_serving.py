@@ -33,7 +33,7 @@ BAD_ROWS = {
     "out_of_range": (lambda r: r.update(amount=-4.0), "greater_than"),
     "unknown_category": (lambda r: r.update(merchant_category="casino"), "literal_error"),
     "extra_field": (lambda r: r.update(is_fraud=1), "extra_forbidden"),
-    "future_time": (lambda r: r.update(event_time="2999-01-01T00:00:00"), "not_in_future"),
+    "future_time": (lambda r: r.update(event_time="2100-01-01T00:00:00"), "not_in_future"),
 }
 
 
@@ -70,7 +70,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace whose pipeline ran through `package`: a real bento in its own BENTOML_HOME."""
     from conftest import make_workspace
 
-    workspace = make_workspace(tmp_path_factory.mktemp("serving"), rows=12_000)
+    workspace = make_workspace(tmp_path_factory.mktemp("serving"), rows=20_000)
     run([sys.executable, "pipelines/params.py", "debug=fast"], workspace)
     run(["dvc", "repro"], workspace, timeout=900)
     return workspace

@@ -201,7 +201,8 @@ def test_least_privilege_and_bounded_jobs(path: Path) -> None:
 
 def test_two_retrains_of_one_branch_never_race() -> None:
     concurrency = load(WORKFLOWS / "retrain.yml")["concurrency"]
-    assert "github.head_ref || github.ref" in concurrency["group"]
+    assert "github.event.pull_request.number || github.ref" in concurrency["group"]
+    assert "github.event_name == 'pull_request'" in str(concurrency["cancel-in-progress"])
 
 
 def test_release_deploys_through_the_production_environment() -> None:
@@ -257,6 +258,39 @@ def test_retrain_trains_on_the_runners_hardware_with_ci_overrides(
     )
     configured = yaml.safe_load((tmp_path / "ci" / "params.yaml").read_text(encoding="utf-8"))
     assert configured == compose(tmp_path / "expected", committed, f"trainer={expected}", "debug=fast")
+
+
+def setup_plan(tmp_path: Path, gpu: bool, want_torch: str) -> dict[str, str]:
+    """Run the setup action's plan step with or without a (fake) nvidia-smi that sees a GPU."""
+    step = next(s for s in load(ACTIONS / "setup" / "action.yml")["runs"]["steps"] if s.get("id") == "plan")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if gpu:
+        fake = bin_dir / "nvidia-smi"
+        fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: GPU-0)'\n", encoding="utf-8")
+        fake.chmod(0o755)
+    output = tmp_path / "output"
+    # Only the fake's folder and the basic tools: a real nvidia-smi on this machine must not leak in.
+    path = os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"])
+    env = {"PATH": path, "GITHUB_OUTPUT": str(output), "WANT_PYTHON": "", "WANT_TORCH": want_torch}
+    subprocess.run(["bash", "-c", step["run"]], cwd=ROOT, env=env, check=True, capture_output=True)
+    return dict(line.split("=", 1) for line in output.read_text(encoding="utf-8").splitlines())
+
+
+@pytest.mark.parametrize(
+    ("gpu", "want_torch", "cuda"),
+    [(True, "auto", "true"), (False, "auto", "false"), (True, "cpu", "false"), (False, "cuda", "true")],
+)
+def test_setup_takes_the_cuda_torch_build_only_where_a_gpu_is_seen(
+    tmp_path: Path, gpu: bool, want_torch: str, cuda: str
+) -> None:
+    plan = setup_plan(tmp_path, gpu, want_torch)
+    assert plan["gpu"] == str(gpu).lower()
+    assert plan["cuda"] == cuda
+    requires = re.search(
+        r'requires-python = ">=(\d+\.\d+)', (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    )
+    assert requires is not None and plan["python"] == requires.group(1)
 
 
 def test_training_runner_line_is_the_marked_one() -> None:

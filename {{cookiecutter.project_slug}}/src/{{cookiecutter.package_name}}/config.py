@@ -70,14 +70,15 @@ def load_config(overrides: list[str] | None = None, params_file: Path = PARAMS_F
     if not params_file.exists():
         raise ConfigError(f"{params_file} not found: run `python pipelines/params.py` to compose it from conf/")
     cfg = OmegaConf.load(params_file)
-    assert isinstance(cfg, DictConfig)
     try:
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except (OmegaConfBaseException, yaml.YAMLError, ValueError) as error:
         raise ConfigError(f"bad override {overrides}: {error}") from error
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{params_file} must hold a mapping at the top level")
     check_config(cfg)
-    return cfg  # type: ignore[return-value]
+    return cfg
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -127,7 +127,7 @@ def champion_checks(gate_cfg: DictConfig, labels: np.ndarray, slices: dict[str, 
 def latency_check(latency: dict[str, Any], gate_cfg: DictConfig) -> Check:
     observed = latency.get("ms_per_row_batch")
     limit = float(gate_cfg.latency.max_ms_per_row)
-    passed = _finite(observed) and observed <= limit
+    passed = isinstance(observed, (int, float)) and _finite(observed) and observed <= limit
     return Check("latency_ms_per_row", bool(passed), observed, limit, "median batch inference time per row")
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
+from mlflow.pyfunc import PythonModel
 
 
 def package_dir() -> Path:
     return Path(__file__).resolve().parent
 
 
-class FraudPyfunc(mlflow.pyfunc.PythonModel):
+class FraudPyfunc(PythonModel):
     def load_context(self, context: Any) -> None:
         from .artifact import load_model
 

@@ -48,7 +48,8 @@ class FraudClassifier(pl.LightningModule):
         return self.network(features).squeeze(-1)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=self.pos_weight)
+        pos_weight: torch.Tensor = self.pos_weight  # type: ignore[assignment]  # a registered buffer
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, pos_weight=pos_weight)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         features, labels = batch

@@ -36,7 +36,7 @@ def _fraud_logit(frame: pd.DataFrame, category_index: np.ndarray, hour: np.ndarr
         + 1.4 * night
         + 1.6 * cross_border
         + 1.1 * (~frame["card_present"].to_numpy()).astype(float)
-        + 0.35 * np.minimum(frame["txn_count_1h"].to_numpy(), 10)
+        + 0.6 * np.minimum(frame["txn_count_1h"].to_numpy(), 10)
         - 0.6 * np.log1p(frame["account_age_days"].to_numpy() / 30.0)
         + 0.25 * np.log1p(frame["distance_from_home_km"].to_numpy() / 50.0)
     )

@@ -92,9 +92,7 @@ def differences(expected: Any, actual: Any, atol: float, where: str = "$") -> li
     if isinstance(expected, int | float) and isinstance(actual, int | float):
         if math.isfinite(expected) and math.isfinite(actual) and abs(expected - actual) <= atol:
             return []
-        return (
-            [] if expected == actual else [f"{where}: expected {expected!r}, got {actual!r} (atol {atol:g})"]
-        )
+        return [] if expected == actual else [f"{where}: expected {expected!r}, got {actual!r} (atol {atol:g})"]
     if isinstance(expected, dict) and isinstance(actual, dict):
         found = [f"{where}: missing key {key!r}" for key in expected if key not in actual]
         found += [f"{where}: unexpected key {key!r}" for key in actual if key not in expected]
@@ -136,6 +134,8 @@ def wait_ready(
             except httpx.HTTPError as error:
                 last = f"/readyz unreachable ({type(error).__name__})"
             time.sleep(0.2)
+    if startup_failed(log_path):
+        raise DeployError(f"the bento crashed on start: {describe_exit()}")
     raise DeployError(f"not ready after {timeout_s:g} s (checks.readyz_timeout_s): {last}. {describe_exit()}")
 
 
@@ -170,7 +170,5 @@ def run_smoke(base_url: str, bento: BentoInfo, timeout_s: float) -> int:
             found = differences(request["expected"], response.json(), atol)
             if found:
                 shown = "\n  ".join(found[:10])
-                raise DeployError(
-                    f"smoke request {number} to {request['path']} gave a different answer:\n  {shown}"
-                )
+                raise DeployError(f"smoke request {number} to {request['path']} gave a different answer:\n  {shown}")
     return len(requests)

@@ -77,10 +77,10 @@ class LocalEngine:
         with rt.locked(self.state_dir):
             runtime = Runtime.load(self.state_dir)
             self._retire_expired(runtime)
-            bento = bento_info(slot.bento)
             timings: dict[str, float] = {}
             current = runtime.proxy.live if runtime.proxy else None
             running = runtime.slots.get(target)
+            bento = _known(running, slot.bento) or bento_info(slot.bento)
             if running is not None and (running.bento != bento.tag or running.port != slot.port):
                 if current == target:
                     raise DeployError(
@@ -125,7 +125,13 @@ class LocalEngine:
             env={"BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "true"},
         )
         return SlotRuntime(
-            bento=bento.tag, port=port, process=process, log=str(log_path), started_at=time.time()
+            bento=bento.tag,
+            port=port,
+            process=process,
+            log=str(log_path),
+            started_at=time.time(),
+            bento_path=str(bento.path),
+            model_version=bento.model_version,
         )
 
     def _check(self, running: SlotRuntime, bento: BentoInfo, state: DeploymentState) -> None:
@@ -180,11 +186,7 @@ class LocalEngine:
         runtime.proxy = runtime.proxy.model_copy(update={"live": target, "bento": bento.tag})
         timings["switched"] = timings["checked"] + timing.confirmed_s
         timings["drained"] = timings["checked"] + timing.drained_s
-        drained = (
-            ""
-            if timing.drained
-            else f" (old nginx workers still busy after {state.proxy.drain_timeout_s:g} s)"
-        )
+        drained = "" if timing.drained else f" (old nginx workers still busy after {state.proxy.drain_timeout_s:g} s)"
         return f"switched traffic {previous} -> {target} ({bento.tag}){drained}"
 
     def _settle_idle(self, runtime: Runtime, state: DeploymentState, previous_live: SlotName | None) -> None:
@@ -247,9 +249,7 @@ class LocalEngine:
             return
         log.info("stopping %s (%s): %s", name, slot.bento, reason)
         rt.stop(slot.process)
-        rt.record_event(
-            self.state_dir, {"event": "stop", "slot": name, "bento": slot.bento, "reason": reason}
-        )
+        rt.record_event(self.state_dir, {"event": "stop", "slot": name, "bento": slot.bento, "reason": reason})
 
     # -- status / stop -----------------------------------------------------------------------------------
 
@@ -267,9 +267,10 @@ class LocalEngine:
         for name in SLOTS:
             desired = state.slots[name].bento
             running = runtime.slots.get(name)
+            known = _known(running, desired)
             entry: dict[str, Any] = {
                 "desired_bento": desired,
-                "model_version": _model_version(desired),
+                "model_version": known.model_version if known else _model_version(desired),
                 "port": state.slots[name].port,
                 "running": running is not None,
                 "live": runtime.proxy is not None and runtime.proxy.live == name,
@@ -286,7 +287,7 @@ class LocalEngine:
                     else round(max(0.0, running.retire_after - time.time()), 1),
                 )
                 if running.bento != desired:
-                    entry["model_version"] = _model_version(running.bento)
+                    entry["model_version"] = running.model_version
             report["slots"][name] = entry
         if state.live is None:
             report["in_sync"] = runtime.proxy is None
@@ -316,6 +317,15 @@ class LocalEngine:
             runtime.save(self.state_dir)
             rt.record_event(self.state_dir, {"event": "stop-all", "stopped": stopped})
         return stopped
+
+
+def _known(running: SlotRuntime | None, tag: str | None) -> BentoInfo | None:
+    """The bento a running slot was started with, when it is `tag` and still on disk."""
+    if running is None or tag is None or running.bento != tag or not running.bento_path:
+        return None
+    if not Path(running.bento_path).is_dir():
+        return None
+    return BentoInfo(tag=tag, path=Path(running.bento_path), model_version=running.model_version, models=())
 
 
 def _model_version(tag: str | None) -> str | None:

@@ -179,9 +179,7 @@ def drift(manifests: dict[str, dict[str, Any]], out_dir: Path) -> list[str]:
     return found
 
 
-def validate_manifests(
-    manifests: dict[str, dict[str, Any]], k8s_version: str = DEFAULT_K8S_VERSION
-) -> list[str]:
+def validate_manifests(manifests: dict[str, dict[str, Any]], k8s_version: str = DEFAULT_K8S_VERSION) -> list[str]:
     """Check every Kubernetes object against the official OpenAPI schemas bundled in kubernetes-validate.
 
     Strict: unknown fields are errors too. Offline: the schemas ship inside the package.
@@ -189,9 +187,7 @@ def validate_manifests(
     try:
         import kubernetes_validate
     except ImportError:
-        raise DeployError(
-            "schema validation needs kubernetes-validate (`pip install kubernetes-validate`)"
-        ) from None
+        raise DeployError("schema validation needs kubernetes-validate (`pip install kubernetes-validate`)") from None
     problems: list[str] = []
     for name, doc in manifests.items():
         if doc.get("kind") == "Kustomization":

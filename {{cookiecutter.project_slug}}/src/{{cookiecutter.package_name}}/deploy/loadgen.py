@@ -166,13 +166,9 @@ def summarize(
         )
         if new_slot is not None:
             old_ends = [
-                s.end
-                for s in samples
-                if not s.failed and s.slot != new_slot and s.end >= begin and s.start <= end
+                s.end for s in samples if not s.failed and s.slot != new_slot and s.end >= begin and s.start <= end
             ]
             new_starts = [s.end for s in samples if s.slot == new_slot and s.end >= begin]
             report["first_on_new_s"] = round(min(new_starts) - begin, 3) if new_starts else None
-            report["all_on_new_s"] = (
-                round(max([*old_ends, min(new_starts)]) - begin, 3) if new_starts else None
-            )
+            report["all_on_new_s"] = round(max([*old_ends, min(new_starts)]) - begin, 3) if new_starts else None
     return report

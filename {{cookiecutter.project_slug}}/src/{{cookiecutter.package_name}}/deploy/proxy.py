@@ -178,8 +178,7 @@ class Nginx:
             reloaded = self._run("-s", "reload")
             if reloaded.returncode != 0:
                 raise ProxyError(
-                    f"nginx reload failed (exit {reloaded.returncode}): "
-                    f"{(reloaded.stderr or reloaded.stdout).strip()}"
+                    f"nginx reload failed (exit {reloaded.returncode}): {(reloaded.stderr or reloaded.stdout).strip()}"
                 )
             self.confirm(slot, timeout_s=10.0, process=runtime.process)
         except DeployError:
@@ -205,9 +204,7 @@ class Nginx:
             except httpx.HTTPError as error:
                 seen = repr(error)
             time.sleep(0.05)
-        raise ProxyError(
-            f"nginx did not switch to {slot} within {timeout_s:g} s (it answers {seen!r}); see {self.log}"
-        )
+        raise ProxyError(f"nginx did not switch to {slot} within {timeout_s:g} s (it answers {seen!r}); see {self.log}")
 
     @staticmethod
     def workers(master: Process) -> list[psutil.Process]:

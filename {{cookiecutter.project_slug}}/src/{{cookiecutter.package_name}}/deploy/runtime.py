@@ -54,6 +54,9 @@ class SlotRuntime(BaseModel):
     log: str
     started_at: float
     retire_after: float | None = None
+    # Remembered from the bento store at start, so a warm switch back needs no store lookup.
+    bento_path: str = ""
+    model_version: str | None = None
 
 
 class ProxyRuntime(BaseModel):

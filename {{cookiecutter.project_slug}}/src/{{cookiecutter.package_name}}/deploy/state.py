@@ -97,9 +97,7 @@ class DeploymentState(_Strict):
         if missing:
             raise ValueError(f"slots must define both blue and green (missing: {', '.join(missing)})")
         if self.live is not None and self.slots[self.live].bento is None:
-            raise ValueError(
-                f"live is {self.live!r} but slots.{self.live}.bento is empty: nothing to send traffic to"
-            )
+            raise ValueError(f"live is {self.live!r} but slots.{self.live}.bento is empty: nothing to send traffic to")
         ports = {
             "slots.blue.port": self.slots["blue"].port,
             "slots.green.port": self.slots["green"].port,
@@ -135,9 +133,7 @@ def _live_markers(raw: dict[str, Any]) -> list[str]:
 def parse_state(raw: Any, source: str = "deployment state") -> DeploymentState:
     """Validate a loaded YAML document; every problem becomes one readable DeployError."""
     if not isinstance(raw, dict):
-        raise DeployError(
-            f"{source}: expected a mapping with `live`, `slots`, `checks`, got {type(raw).__name__}"
-        )
+        raise DeployError(f"{source}: expected a mapping with `live`, `slots`, `checks`, got {type(raw).__name__}")
     markers = _live_markers(raw)
     if len(markers) > 1:
         raise DeployError(
@@ -180,9 +176,7 @@ def _round_trip() -> Any:
     return handler
 
 
-def update_state_file(
-    path: Path, *, live: SlotName | None, bentos: dict[SlotName, str | None]
-) -> DeploymentState:
+def update_state_file(path: Path, *, live: SlotName | None, bentos: dict[SlotName, str | None]) -> DeploymentState:
     """Change `live` and slot bentos in place, keeping comments and key order, so the git diff is the change.
 
     The new content is validated before the file is touched.
