@@ -42,10 +42,11 @@ from torch import nn
 
 PATHS = ("raw", "lightning", "lightning+val", "dataloader")
 ABLATIONS = (
-    "lightning:step-log-no-pbar",  # train/loss per step and epoch, prog_bar=False
-    "lightning:no-step-log",  # per epoch only, prog_bar=True
+    "lightning:step-log-pbar",  # train/loss per step and epoch, prog_bar=True: one .item() per step
+    "lightning:step-log-no-pbar",  # per step and epoch, prog_bar=False
     "lightning:epoch-log-only",  # per epoch only, prog_bar=False
     "lightning:no-log",  # no self.log in training_step
+    "lightning:epoch-mean",  # loss summed on the device, one self.log per epoch
     "lightning:no-clip",  # gradient_clip_val off ...
     "raw:no-clip",  # ... and the same in the plain loop
     "lightning:deterministic",  # Trainer(deterministic=True), as conf/trainer/cpu.yaml sets it
@@ -267,6 +268,23 @@ def lightning_classes(setup: Setup) -> dict[str, type]:
 
         return Variant
 
+    class EpochMean(base):  # type: ignore[misc, valid-type]
+        """The mean training loss summed on the device, one self.log per epoch instead of one per step."""
+
+        def on_train_epoch_start(self) -> None:
+            self.loss_sum = torch.zeros((), device=self.device)
+            self.rows = 0
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            features, labels = batch
+            loss = self._loss(self(features), labels)
+            self.loss_sum += loss.detach() * len(labels)
+            self.rows += len(labels)
+            return loss
+
+        def on_train_epoch_end(self) -> None:
+            self.log("train/loss", self.loss_sum / max(self.rows, 1), prog_bar=True)
+
     class MultiStep(base):  # type: ignore[misc, valid-type]
         """Manual optimisation: each Lightning batch is `inner_steps` mini-batches, one optimizer step each.
 
@@ -294,13 +312,14 @@ def lightning_classes(setup: Setup) -> dict[str, type]:
 
     return {
         "": base,
-        "no-step-log": logging_variant("per-epoch train/loss, still on the progress bar",
-                                       on_step=False, on_epoch=True, prog_bar=True),
+        "step-log-pbar": logging_variant("per-step and per-epoch train/loss, on the progress bar",
+                                         on_step=True, on_epoch=True, prog_bar=True),
         "epoch-log-only": logging_variant("per-epoch train/loss, off the progress bar",
                                           on_step=False, on_epoch=True, prog_bar=False),
         "step-log-no-pbar": logging_variant("per-step and per-epoch train/loss, off the progress bar",
                                             on_step=True, on_epoch=True, prog_bar=False),
         "no-log": logging_variant("no self.log in training_step"),
+        "epoch-mean": EpochMean,
         "k-steps": MultiStep,
     }
 
@@ -357,7 +376,8 @@ def runner(setup: Setup, path: str) -> Callable[[], Timing]:
         "raw:no-clip": lambda: run_raw(setup, 0.0),
         "lightning": lambda: run_lightning(setup),
         "lightning+val": lambda: run_lightning(setup, validate=True),
-        "lightning:no-step-log": lambda: run_lightning(setup, "no-step-log"),
+        "lightning:step-log-pbar": lambda: run_lightning(setup, "step-log-pbar"),
+        "lightning:epoch-mean": lambda: run_lightning(setup, "epoch-mean"),
         "lightning:epoch-log-only": lambda: run_lightning(setup, "epoch-log-only"),
         "lightning:no-log": lambda: run_lightning(setup, "no-log"),
         "lightning:no-clip": lambda: run_lightning(setup, clip=0.0),

@@ -96,6 +96,10 @@ def test_baked_workflows_match_the_schema_and_act_lists_every_job(tmp_path: Path
     retrain = (project / ".github" / "workflows" / "retrain.yml").read_text(encoding="utf-8")
     runner = f"[self-hosted, {label}]" if label else "ubuntu-latest"
     assert f"    runs-on: {runner}  # training runner" in retrain
+    # The project's own workflow tests: trigger filters (a *.dvc pointer or dvc.lock change retrains, a
+    # README change does not), least privilege, act stand-ins, GPU/CPU trainer choice, the PR report.
+    run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_workflows.py",
+         "tests/test_pr_report.py"], cwd=project)
 
 
 # -- real runs -------------------------------------------------------------------------------------

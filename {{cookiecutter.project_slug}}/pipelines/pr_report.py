@@ -160,9 +160,7 @@ def slices_section(current: dict[str, Any], base: dict[str, Any] | None) -> list
         cells = []
         for metric in shown:
             change = delta(metric, old_row.get(metric), row.get(metric)) if old_row else ""
-            cells.append(
-                fmt(row.get(metric)) + (f" ({change})" if change and change not in ("–", "±0") else "")
-            )
+            cells.append(fmt(row.get(metric)) + (f" ({change})" if change and change not in ("–", "±0") else ""))
         lines.append(f"| {cell(name)} | " + " | ".join(cells) + " |")
     return [*lines, "", "</details>"]
 
@@ -202,8 +200,7 @@ def plots_section(plots_dir: Path, run_url: str | None, artifact: str) -> list[s
     return [
         "### Plots",
         "",
-        f"{listed}: this branch overlaid on the base in `plots_diff/index.html` "
-        f"(`dvc plots diff`), in {where}.",
+        f"{listed}: this branch overlaid on the base in `plots_diff/index.html` (`dvc plots diff`), in {where}.",
         "Locally: `dvc plots diff <base> --open`.",
     ]
 
@@ -261,11 +258,7 @@ def build_report(
 ) -> str:
     """The whole comment body, marker first."""
     lines = [MARKER, f"## Retrain report — {headline(outcome, gate)}", ""]
-    context = (
-        f"Commit `{commit[:12]}` compared with `{base_label}`."
-        if commit
-        else f"Compared with `{base_label}`."
-    )
+    context = f"Commit `{commit[:12]}` compared with `{base_label}`." if commit else f"Compared with `{base_label}`."
     if run_url:
         context += f" [Workflow run]({run_url})."
     lines += [context, ""]
@@ -330,25 +323,16 @@ def build_report(
         ]
     body = "\n".join(lines).rstrip() + "\n"
     if len(body) > MAX_BODY:
-        body = (
-            body[:MAX_BODY].rsplit("\n", 1)[0]
-            + "\n\n_(report truncated; the full tables are in the artifact)_\n"
-        )
+        body = body[:MAX_BODY].rsplit("\n", 1)[0] + "\n\n_(report truncated; the full tables are in the artifact)_\n"
     return body
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--reports", type=Path, default=Path("reports"), help="reports folder (default reports)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reports", type=Path, default=Path("reports"), help="reports folder (default reports)")
     parser.add_argument("--base-rev", default="main", help="git revision to compare with (default main)")
     parser.add_argument("--base-label", help="name of the base in the table (default: --base-rev)")
-    parser.add_argument(
-        "--dvc-diff", type=Path, help="Markdown from `dvc metrics diff --md`, embedded folded"
-    )
+    parser.add_argument("--dvc-diff", type=Path, help="Markdown from `dvc metrics diff --md`, embedded folded")
     parser.add_argument(
         "--outcome",
         choices=("success", "failure"),
@@ -364,9 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a file touched just before `dvc repro`: when it failed, older reports (committed by an "
         "earlier run) are not this run's and are left out",
     )
-    parser.add_argument(
-        "-o", "--output", type=Path, default=Path("reports/pr_report.md"), help="where to write"
-    )
+    parser.add_argument("-o", "--output", type=Path, default=Path("reports/pr_report.md"), help="where to write")
     args = parser.parse_args(argv)
 
     reports: Path = args.reports

@@ -111,9 +111,7 @@ def test_without_base_metrics_every_value_is_new() -> None:
 def test_slices_are_folded_with_changes() -> None:
     body = pr_report.build_report(METRICS, BASE, GATE_PASSED)
     assert "<details><summary>Per-slice metrics" in body
-    assert table_row(body, "cross_border").startswith(
-        "| cross_border | 300 | 0.88 (+0.01 🟢) | 0.3 (-0.01 🔴)"
-    )
+    assert table_row(body, "cross_border").startswith("| cross_border | 300 | 0.88 (+0.01 🟢) | 0.3 (-0.01 🔴)")
     # A slice the base did not have shows plain values.
     assert table_row(body, "small_fraud").startswith("| small_fraud | 200 | 0.8 |")
 
@@ -218,9 +216,7 @@ def git(repo: Path, *args: str) -> None:
     )
 
 
-def test_cli_reads_the_base_from_git_and_writes_the_body(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cli_reads_the_base_from_git_and_writes_the_body(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reports = tmp_path / "reports"
     reports.mkdir()
     git(tmp_path, "init", "-q", "-b", "main")
@@ -298,9 +294,7 @@ def test_a_successful_repro_keeps_reports_it_did_not_need_to_rewrite(
     assert "✅ Gate passed" in (tmp_path / "reports" / "pr_report.md").read_text(encoding="utf-8")
 
 
-def test_a_pipeline_that_never_started_claims_no_report(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_pipeline_that_never_started_claims_no_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     write_reports(tmp_path / "reports")
     assert pr_report.main(["--outcome", "failure", "--started", "never-touched", "--base-rev", "x"]) == 0

@@ -225,16 +225,12 @@ def compose(folder: Path, accelerator: str, *overrides: str) -> dict[str, Any]:
     """params.yaml of a project whose conf/ defaults to trainer=`accelerator` (as baked), with overrides."""
     shutil.copytree(ROOT / "conf", folder / "conf")
     config = folder / "conf" / "config.yaml"
-    text, found = re.subn(
-        r"(?m)^(\s*- trainer:) *\w+", rf"\1 {accelerator}", config.read_text(encoding="utf-8")
-    )
+    text, found = re.subn(r"(?m)^(\s*- trainer:) *\w+", rf"\1 {accelerator}", config.read_text(encoding="utf-8"))
     assert found == 1, "conf/config.yaml names no trainer default"
     config.write_text(text, encoding="utf-8")
     (folder / "pipelines").mkdir()
     shutil.copy(ROOT / "pipelines" / "params.py", folder / "pipelines")
-    subprocess.run(
-        [sys.executable, "pipelines/params.py", *overrides], cwd=folder, check=True, capture_output=True
-    )
+    subprocess.run([sys.executable, "pipelines/params.py", *overrides], cwd=folder, check=True, capture_output=True)
     return yaml.safe_load((folder / "params.yaml").read_text(encoding="utf-8"))
 
 
@@ -253,9 +249,7 @@ def test_retrain_trains_on_the_runners_hardware_with_ci_overrides(
         "RETRAIN_OVERRIDES": "debug=fast",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    subprocess.run(
-        ["bash", "-c", configure_script()], cwd=tmp_path / "ci", env=env, check=True, capture_output=True
-    )
+    subprocess.run(["bash", "-c", configure_script()], cwd=tmp_path / "ci", env=env, check=True, capture_output=True)
     configured = yaml.safe_load((tmp_path / "ci" / "params.yaml").read_text(encoding="utf-8"))
     assert configured == compose(tmp_path / "expected", committed, f"trainer={expected}", "debug=fast")
 
@@ -287,9 +281,7 @@ def test_setup_takes_the_cuda_torch_build_only_where_a_gpu_is_seen(
     plan = setup_plan(tmp_path, gpu, want_torch)
     assert plan["gpu"] == str(gpu).lower()
     assert plan["cuda"] == cuda
-    requires = re.search(
-        r'requires-python = ">=(\d+\.\d+)', (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    )
+    requires = re.search(r'requires-python = ">=(\d+\.\d+)', (ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert requires is not None and plan["python"] == requires.group(1)
 
 

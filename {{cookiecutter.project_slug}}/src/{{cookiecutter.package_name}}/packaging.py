@@ -136,7 +136,8 @@ def package(cfg: DictConfig) -> dict[str, Any]:
     (BENTO_DIR / SMOKE_FILE).write_text(json.dumps(smoke_requests(model, golden, model_tag), indent=1),
                                         encoding="utf-8")
     (BENTO_DIR / CARD_FILE).write_text(card_md, encoding="utf-8")
-    (BENTO_DIR / SERVE_FILE).write_text(json.dumps(OmegaConf.to_container(cfg.serve)), encoding="utf-8")
+    serve_config = {**OmegaConf.to_container(cfg.serve), "model_tag": model_tag}  # type: ignore[dict-item]
+    (BENTO_DIR / SERVE_FILE).write_text(json.dumps(serve_config), encoding="utf-8")
     bento = build_bento({"registry_version": version, "git_commit": commit[:40]})
     result = {"bento_tag": str(bento.tag), "bento_model_tag": model_tag, "model_version": version,
               "model_md5": model_md5, "git_commit": commit, "gate_passed": True}

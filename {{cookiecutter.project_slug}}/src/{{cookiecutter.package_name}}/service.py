@@ -22,8 +22,10 @@ from .serving import (
     to_frame,
 )
 
-# Written into the bento by the package stage from conf/serve; the defaults let the module import anywhere.
-SERVE_CONFIG: dict[str, Any] = {"max_rows_per_request": 1000, "max_batch_size": 256, "max_latency_ms": 20}
+# Written into the bento by the package stage (conf/serve plus the exact model tag it was built with);
+# the defaults let the module import anywhere.
+SERVE_CONFIG: dict[str, Any] = {"max_rows_per_request": 1000, "max_batch_size": 256, "max_latency_ms": 20,
+                                "model_tag": f"{MODEL_NAME}:latest"}
 if Path("serve.json").exists():
     SERVE_CONFIG.update(json.loads(Path("serve.json").read_text(encoding="utf-8")))
 PredictRequest = request_model(int(SERVE_CONFIG["max_rows_per_request"]))
@@ -36,8 +38,9 @@ PredictRequest = request_model(int(SERVE_CONFIG["max_rows_per_request"]))
     logging={"access": {"enabled": False}},
 )
 class FraudDetector:
-    # "latest" is resolved when the bento is built: each bento pins one model version.
-    model_ref = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
+    # The exact version this bento was built with: an old bento must keep serving its own model
+    # (a rollback) even when newer versions sit in the model store.
+    model_ref = bentoml.models.BentoModel(SERVE_CONFIG["model_tag"])
 
     def __init__(self) -> None:
         self.ready = False
