@@ -90,8 +90,35 @@ def problems(answers: dict[str, str]) -> list[str]:
     return found
 
 
+def remove_parents_after_exit(output_dir: str) -> None:
+    """A slug with '/' made cookiecutter create parent folders, and it deletes only the innermost one.
+
+    A detached helper waits for that deletion, then removes the now-empty parents up to the
+    output folder, so a rejected bake leaves nothing behind.
+    """
+    import os
+    import subprocess
+
+    project, top = os.path.abspath("."), os.path.abspath(output_dir)
+    cleanup = (
+        "import os, sys, time\n"
+        "project, top = sys.argv[1], sys.argv[2]\n"
+        "deadline = time.time() + 30\n"
+        "while os.path.exists(project) and time.time() < deadline: time.sleep(0.05)\n"
+        "parent = os.path.dirname(project)\n"
+        "while parent.startswith(top + os.sep) and parent != top:\n"
+        "    try: os.rmdir(parent)\n"
+        "    except OSError: break\n"
+        "    parent = os.path.dirname(parent)\n"
+    )
+    subprocess.Popen([sys.executable, "-c", cleanup, project, top], start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 if __name__ == "__main__":
     errors = problems(ANSWERS)
     for error in errors:
         print(f"ERROR: {error}", file=sys.stderr)
+    if errors and ("/" in ANSWERS["project_slug"] or "\\" in ANSWERS["project_slug"]):
+        remove_parents_after_exit({{ cookiecutter._output_dir | tojson }})
     sys.exit(1 if errors else 0)

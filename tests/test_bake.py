@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import CONTEXT, bake, run
 
-CHOICE_OPTIONS = {key: value for key, value in CONTEXT.items() if isinstance(value, list)}
+CHOICE_OPTIONS = {key: value for key, value in CONTEXT.items() if isinstance(value, list) and not key.startswith("_")}
 FREE_OPTIONS = {
     "mlflow_tracking_uri": ["sqlite:///mlflow.db", "http://mlflow.internal:5000"],
     "dvc_remote_url": ["../remote", "s3://bucket/dvc"],
@@ -52,7 +52,8 @@ def expected_default_files() -> set[str]:
 
 def assert_rendered(project: Path) -> None:
     for path in project.rglob("*"):
-        if path.is_dir() or ".git" in path.parts or ".dvc" in path.parts and path.name != "config":
+        # .j2 files are the project's own Jinja templates (the model card), copied without rendering.
+        if path.is_dir() or path.suffix == ".j2" or ".git" in path.parts or ".dvc" in path.parts and path.name != "config":
             continue
         text = path.read_text(encoding="utf-8", errors="ignore")
         for number, line in enumerate(text.splitlines(), 1):

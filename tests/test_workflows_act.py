@@ -114,10 +114,14 @@ def test_act_runs_ci_lint(project_copy: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_act_runs_all_of_ci(project_copy: Path, tmp_path: Path) -> None:
-    """The whole `ci` workflow: pre-commit and the project's fast test tier (several minutes)."""
+    """The whole `ci` workflow: pre-commit and the project's fast test tier, notebook included (~6 min)."""
+    remote = project_copy.parent / f"{project_copy.name}-dvc-remote"
+    run([sys.executable, "-m", "dvc", "push", "-q"], cwd=project_copy)
     result = act(project_copy, tmp_path / "act", "pull_request", "-e", ".github/events/pull_request.json",
-                 "-W", ".github/workflows/ci.yml", timeout=1800)
+                 "-W", ".github/workflows/ci.yml", "-s", f"DVC_REMOTE_URL={remote}",
+                 "--env", f"BENTOML_HOME={tmp_path / 'bentoml'}", timeout=1800)
     assert_succeeded(result, ["pre-commit", "tests"])
+    assert "dvc pull failed" not in result.stdout, "the tests job could not pull the data versions"
 
 
 def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp_path: Path) -> None:
