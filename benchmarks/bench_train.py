@@ -137,8 +137,9 @@ class Setup:
         self.device = torch.device(args.device)
         self.bf16 = args.precision == "bf16" or (args.precision == "auto" and args.device == "cuda")
         params = OmegaConf.load(project / "params.yaml")
-        self.model_cfg = OmegaConf.to_container(params.model, resolve=True)
-        assert isinstance(self.model_cfg, dict)
+        model_cfg = OmegaConf.to_container(params.model, resolve=True)
+        assert isinstance(model_cfg, dict)
+        self.model_cfg: dict[str, Any] = {str(key): value for key, value in model_cfg.items()}
         if args.hidden_sizes:
             self.model_cfg["hidden_sizes"] = list(args.hidden_sizes)
         self.clip = float(params.trainer.get("gradient_clip_val") or 0.0)
@@ -439,7 +440,7 @@ def report(setup: Setup, results: dict[str, list[Timing]], syncs: dict[str, floa
     headers = ["path", "samples/s best", "median", "us/step", "x raw", "samples per CPU-s", "CPU us/step",
                "CPU us/step vs raw", "x raw (CPU)", "scalar reads/step"]
     print(table(headers, rows))
-    if raw and "lightning" in best:
+    if raw and raw_cpu and "lightning" in best:
         note = "" if setup.device.type == "cuda" else " (measured on CPU; the >= 0.95 target is for GPU)"
         print(f"\nLightning / raw = {best['lightning'] / raw:.3f} wall, "
               f"{best_cpu['lightning'] / raw_cpu:.3f} CPU time{note}")

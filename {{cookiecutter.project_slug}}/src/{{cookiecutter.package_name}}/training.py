@@ -49,8 +49,9 @@ class EpochSummary(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = time.perf_counter()
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not hasattr(self, "started"):
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs after the epoch's validation, so train and val figures are of the same epoch.
+        if not trainer.is_global_zero or not hasattr(self, "started"):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
         shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
