@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = OmegaConf.load("params.yaml").paths
     raw, golden = Path(paths.raw), Path(paths.golden)
-    frame = inject_invalid_rows(generate_transactions(args.rows, seed=args.seed, drift=args.drift),
-                                share=args.invalid_share, seed=args.seed)
+    frame = inject_invalid_rows(
+        generate_transactions(args.rows, seed=args.seed, drift=args.drift), share=args.invalid_share, seed=args.seed
+    )
     raw.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(raw, index=False)
     print(f"wrote {raw}: {len(frame)} rows, fraud rate {frame['is_fraud'].mean():.2%}, drift {args.drift}")

@@ -17,8 +17,10 @@ def main(cfg: DictConfig) -> int:
     report, predictions, plots = evaluate(model, load_golden(cfg.paths.golden))
     write_evaluation(report, predictions, plots, Path(cfg.paths.reports), Path(cfg.paths.plots))
     overall = report["overall"]
-    print(f"golden set: {overall['rows']} rows, roc_auc={overall['roc_auc']:.4f} pr_auc={overall['pr_auc']:.4f} "
-          f"brier={overall['brier']:.4f} latency={report['latency']['ms_per_row_batch']:.4f} ms/row")
+    print(
+        f"golden set: {overall['rows']} rows, roc_auc={overall['roc_auc']:.4f} pr_auc={overall['pr_auc']:.4f} "
+        f"brier={overall['brier']:.4f} latency={report['latency']['ms_per_row_batch']:.4f} ms/row"
+    )
     for name, check in report["behavioural"].items():
         print(f"  behaviour {name} ({check['kind']}): {check['observed']:.4g}")
     return 0

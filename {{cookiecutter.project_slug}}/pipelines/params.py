@@ -1,8 +1,8 @@
 """Compose conf/ into params.yaml, or check that they agree.
 
-    python pipelines/params.py                    # write params.yaml from conf/
-    python pipelines/params.py trainer=gpu        # with Hydra overrides
-    python pipelines/params.py --check            # exit 1 and show the diff when they drift
+python pipelines/params.py                    # write params.yaml from conf/
+python pipelines/params.py trainer=gpu        # with Hydra overrides
+python pipelines/params.py --check            # exit 1 and show the diff when they drift
 """
 
 from __future__ import annotations

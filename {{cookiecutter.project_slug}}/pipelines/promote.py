@@ -1,7 +1,7 @@
 """Make a gate-passed model version the champion (run by the release workflow after approval).
 
-    python pipelines/promote.py --version 3 --approved-by alice
-    python pipelines/promote.py --show          # which versions hold `challenger` and `champion`
+python pipelines/promote.py --version 3 --approved-by alice
+python pipelines/promote.py --show          # which versions hold `challenger` and `champion`
 """
 
 from __future__ import annotations

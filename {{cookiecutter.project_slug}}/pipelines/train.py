@@ -1,7 +1,7 @@
 """DVC stage `train`: validated rows -> models/model.pt, reports/train_metrics.json, an MLflow run.
 
-    python pipelines/train.py                       # what `dvc repro train` runs
-    python pipelines/train.py train.resume=true     # continue a killed run from its last checkpoint
+python pipelines/train.py                       # what `dvc repro train` runs
+python pipelines/train.py train.resume=true     # continue a killed run from its last checkpoint
 """
 
 from __future__ import annotations

@@ -14,8 +14,13 @@ import pytest
 from {{ cookiecutter.package_name }}.dataset import generate_golden, generate_transactions
 
 PROJECT = Path(__file__).resolve().parents[1]
-QUIET = {"DVC_NO_ANALYTICS": "1", "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-         "DO_NOT_TRACK": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+QUIET = {
+    "DVC_NO_ANALYTICS": "1",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 os.environ.update(QUIET)
 # Never the user's project: copies take code, config and git history, not data, runs or caches.
 SKIP_AT_ROOT = {".venv", "venv", "mlflow.db", "mlartifacts", "mlruns", "data", "models", "reports", "tmp"}
@@ -37,15 +42,23 @@ def golden() -> pd.DataFrame:
     return generate_golden(n_sample=3000, n_hard=100)
 
 
-def run(command: list[str], cwd: Path, check: bool = True, timeout: float = 600,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    command: list[str], cwd: Path, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run in a project copy with that copy's src/ first on the path; show the output when it fails."""
-    environment = {**os.environ, "PYTHONPATH": str(cwd / "src"), "BENTOML_HOME": str(cwd / "tmp" / "bentoml"),
-                   "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", **(env or {})}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(cwd / "src"),
+        "BENTOML_HOME": str(cwd / "tmp" / "bentoml"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
+        **(env or {}),
+    }
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n--- stdout ---\n"
-                             f"{result.stdout[-5000:]}\n--- stderr ---\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(command)} exited {result.returncode}\n--- stdout ---\n"
+            f"{result.stdout[-5000:]}\n--- stderr ---\n{result.stderr[-5000:]}"
+        )
     return result
 
 

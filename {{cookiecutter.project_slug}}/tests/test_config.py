@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import PROJECT
 from omegaconf import OmegaConf
 
 from {{ cookiecutter.package_name }}.config import ConfigError, compose_params, load_config, params_drift
-from conftest import PROJECT
 
 
 def test_params_yaml_matches_conf() -> None:
@@ -56,5 +56,5 @@ def test_missing_required_value_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_params_file_says_how_to_make_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="pipelines/params.py"):
+    with pytest.raises(ConfigError, match=r"pipelines/params\.py"):
         load_config(params_file=tmp_path / "params.yaml")

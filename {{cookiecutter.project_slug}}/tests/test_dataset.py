@@ -27,7 +27,8 @@ def test_drift_shifts_the_population() -> None:
     base, shifted = generate_transactions(20_000, seed=1), generate_transactions(20_000, seed=1, drift=1.0)
     assert shifted["amount"].median() > base["amount"].median() * 1.1
     assert (shifted["card_country"] != shifted["merchant_country"]).mean() > (
-        base["card_country"] != base["merchant_country"]).mean()
+        base["card_country"] != base["merchant_country"]
+    ).mean()
 
 
 def test_golden_set_has_curated_slices_and_is_disjoint_from_training(golden: pd.DataFrame) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PROJECT
 from omegaconf import OmegaConf
 
 from {{ cookiecutter.package_name }}.errors import PipelineError
@@ -19,7 +20,6 @@ from {{ cookiecutter.package_name }}.gate import (
     regression_check,
     threshold_checks,
 )
-from conftest import PROJECT
 
 GATE = OmegaConf.load(PROJECT / "params.yaml").gate
 
@@ -63,7 +63,7 @@ def test_noise_is_not_a_regression(scored: tuple[np.ndarray, np.ndarray]) -> Non
 def test_a_clearly_worse_candidate_is_a_regression(scored: tuple[np.ndarray, np.ndarray]) -> None:
     labels, scores = scored
     worse = np.clip(scores + np.random.default_rng(2).normal(0, 0.3, len(scores)), 0, 1)
-    point, low, high = paired_bootstrap(labels, worse, scores, "roc_auc", 200, 0.95)
+    point, _low, high = paired_bootstrap(labels, worse, scores, "roc_auc", 200, 0.95)
     assert point < 0 and high < 0
     assert not regression_check("r", labels, worse, scores, "roc_auc", 0.01, 0.95, 200).passed
 
@@ -73,8 +73,7 @@ def test_slices_are_judged_too(scored: tuple[np.ndarray, np.ndarray]) -> None:
     first_half = np.arange(len(labels)) < 2000
     worse = scores.copy()
     worse[first_half] = np.random.default_rng(3).random(2000)  # ruined on one slice only
-    checks = champion_checks(GATE, labels, {"overall": np.ones_like(first_half), "slice=a": first_half},
-                             worse, scores)
+    checks = champion_checks(GATE, labels, {"overall": np.ones_like(first_half), "slice=a": first_half}, worse, scores)
     assert not next(c for c in checks if c.name.endswith("[slice=a]")).passed
 
 

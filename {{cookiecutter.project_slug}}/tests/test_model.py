@@ -21,8 +21,13 @@ def model(transactions: pd.DataFrame) -> ScoringModel:
     torch.manual_seed(0)
     preprocessor = Preprocessor.fit(transactions)
     network = build_network(len(preprocessor.feature_names), [16], 0.0).eval()
-    return ScoringModel(network, preprocessor, 0.5, {"in_features": len(preprocessor.feature_names),
-                                                      "hidden_sizes": [16], "dropout": 0.0}, {"note": "test"})
+    return ScoringModel(
+        network,
+        preprocessor,
+        0.5,
+        {"in_features": len(preprocessor.feature_names), "hidden_sizes": [16], "dropout": 0.0},
+        {"note": "test"},
+    )
 
 
 def test_preprocessor_scales_and_encodes(transactions: pd.DataFrame) -> None:

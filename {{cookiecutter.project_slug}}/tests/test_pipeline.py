@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-
 from conftest import make_workspace, run
 
 FAST = [sys.executable, "pipelines/params.py", "debug=fast"]
@@ -28,7 +27,9 @@ def test_repro_runs_every_stage_and_writes_the_contracts(workspace: Path) -> Non
     for stage in ("validate", "train", "evaluate", "gate", "package"):
         assert f"Running stage '{stage}'" in result.stdout
     validation = reports(workspace, "validation.json")
-    assert validation["passed"] and validation["rows_total"] == validation["rows_valid"] + validation["rows_quarantined"]
+    assert (
+        validation["passed"] and validation["rows_total"] == validation["rows_valid"] + validation["rows_quarantined"]
+    )
     metrics = reports(workspace, "metrics.json")
     assert {"roc_auc", "pr_auc", "brier", "log_loss", "recall_at_precision_0.8"} <= set(metrics["overall"])
     assert metrics["latency"]["ms_per_row_batch"] > 0 and metrics["behavioural"]
@@ -97,8 +98,11 @@ def test_corrupted_raw_data_stops_at_validate(workspace: Path) -> None:
 
 def test_exp_run_override_reaches_training_and_mlflow(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path, rows=8000)
-    run(["dvc", "exp", "run", "-S", "debug=fast", "-S", "trainer.max_epochs=1", "validate", "train"],
-        workspace, timeout=900)
+    run(
+        ["dvc", "exp", "run", "-S", "debug=fast", "-S", "trainer.max_epochs=1", "validate", "train"],
+        workspace,
+        timeout=900,
+    )
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
@@ -112,7 +116,7 @@ def test_dvc_push_then_pull_in_a_fresh_clone_restores_the_bytes(workspace: Path,
     run(["dvc", "push"], workspace)
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(workspace), str(clone)], tmp_path)
-    remote = (workspace.parent / "remote")
+    remote = workspace.parent / "remote"
     run(["dvc", "remote", "add", "--local", "-f", "storage", str(remote)], clone)
     run(["dvc", "remote", "default", "--local", "storage"], clone)
     run(["dvc", "pull"], clone)

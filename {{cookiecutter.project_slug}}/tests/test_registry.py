@@ -26,13 +26,24 @@ from {{ cookiecutter.package_name }}.registry import (
 def setup(tmp_path: Path, transactions: pd.DataFrame, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    cfg = OmegaConf.create({"logger": {"tracking_uri": "unused", "experiment_name": "registry-test",
-                                       "registered_model_name": "registry-test"}})
+    cfg = OmegaConf.create(
+        {
+            "logger": {
+                "tracking_uri": "unused",
+                "experiment_name": "registry-test",
+                "registered_model_name": "registry-test",
+            }
+        }
+    )
     torch.manual_seed(0)
     preprocessor = Preprocessor.fit(transactions)
-    model = ScoringModel(build_network(len(preprocessor.feature_names), [8], 0.0).eval(), preprocessor, 0.5,
-                         {"in_features": len(preprocessor.feature_names), "hidden_sizes": [8], "dropout": 0.0},
-                         {"mlflow_run_id": None})
+    model = ScoringModel(
+        build_network(len(preprocessor.feature_names), [8], 0.0).eval(),
+        preprocessor,
+        0.5,
+        {"in_features": len(preprocessor.feature_names), "hidden_sizes": [8], "dropout": 0.0},
+        {"mlflow_run_id": None},
+    )
     model.save(tmp_path / "model.pt")
     import mlflow
 

@@ -12,9 +12,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "repo_checks.py"
 
 
 def check(name: str, *files: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), name, *extra, *map(str, files)], capture_output=True, text=True
-    )
+    return subprocess.run([sys.executable, str(SCRIPT), name, *extra, *map(str, files)], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize(

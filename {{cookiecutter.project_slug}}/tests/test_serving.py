@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+from conftest import run
 from pydantic import ValidationError
 
 from {{ cookiecutter.package_name }}.serving import Transaction, request_model
-from conftest import run
 
 
 def body(golden: pd.DataFrame, rows: int = 3) -> dict[str, Any]:
@@ -55,8 +55,18 @@ def test_batch_size_limits(golden: pd.DataFrame) -> None:
 
 def test_request_model_follows_the_schema() -> None:
     assert set(Transaction.model_fields) == {  # every schema column but the label
-        "transaction_id", "event_time", "amount", "merchant_category", "card_country", "merchant_country",
-        "card_present", "account_age_days", "txn_count_1h", "amount_avg_30d", "distance_from_home_km"}
+        "transaction_id",
+        "event_time",
+        "amount",
+        "merchant_category",
+        "card_country",
+        "merchant_country",
+        "card_present",
+        "account_age_days",
+        "txn_count_1h",
+        "amount_avg_30d",
+        "distance_from_home_km",
+    }
 
 
 def _free_port() -> int:
@@ -96,9 +106,15 @@ def test_http_good_and_bad_requests_against_bentoml_serve(packaged: Path) -> Non
     package = json.loads((packaged / "reports" / "package.json").read_text())
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(packaged / "src"), "BENTOML_HOME": str(packaged / "tmp" / "bentoml")}
-    server = subprocess.Popen(["bentoml", "serve", package["bento_tag"], "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=packaged, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        ["bentoml", "serve", package["bento_tag"], "--host", "127.0.0.1", "--port", str(port)],
+        cwd=packaged,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -126,8 +142,9 @@ def test_http_good_and_bad_requests_against_bentoml_serve(packaged: Path) -> Non
         for bad in bad_requests:
             answer = httpx.post(f"{url}/predict", json=bad, timeout=10)
             assert 400 <= answer.status_code < 500, (bad, answer.status_code, answer.text)
-        malformed = httpx.post(f"{url}/predict", content=b"{not json", timeout=10,
-                               headers={"content-type": "application/json"})
+        malformed = httpx.post(
+            f"{url}/predict", content=b"{not json", timeout=10, headers={"content-type": "application/json"}
+        )
         assert 400 <= malformed.status_code < 500
         batched = httpx.post(f"{url}/predict_batched", json={"transactions": [row]}, timeout=10)
         assert batched.status_code == 200 and batched.json()[0]["transaction_id"] == row["transaction_id"]

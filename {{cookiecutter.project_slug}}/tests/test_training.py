@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import make_workspace, run
 
 from {{ cookiecutter.package_name }}.artifact import load_model
-from conftest import make_workspace, run
 
 TRAIN = [sys.executable, "pipelines/train.py"]
 
@@ -44,9 +44,18 @@ def test_two_cpu_runs_are_bit_identical(trained: Path) -> None:
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(trained: Path) -> None:
     command = [*TRAIN, "trainer.max_epochs=12", "data.batch_size=256"]
-    process = subprocess.Popen(command, cwd=trained, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**__import__("os").environ, "PYTHONPATH": str(trained / "src"),
-                                    "MLFLOW_TRACKING_URI": f"sqlite:///{trained / 'mlflow.db'}"})
+    process = subprocess.Popen(
+        command,
+        cwd=trained,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={
+            **__import__("os").environ,
+            "PYTHONPATH": str(trained / "src"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{trained / 'mlflow.db'}",
+        },
+    )
     last = trained / "models" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists() and time.monotonic() < deadline and process.poll() is None:
@@ -86,7 +95,6 @@ def test_empty_training_set_is_a_clear_error(trained: Path, tmp_path: Path) -> N
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_bf16_training_path(trained: Path) -> None:
-    run([*TRAIN, "trainer.accelerator=gpu", "trainer.precision=bf16-mixed", "trainer.deterministic=false"],
-        trained)
+    run([*TRAIN, "trainer.accelerator=gpu", "trainer.precision=bf16-mixed", "trainer.deterministic=false"], trained)
     metrics = json.loads((trained / "reports" / "train_metrics.json").read_text())
     assert metrics["val_roc_auc"] > 0.6

@@ -28,6 +28,7 @@ def _set(column: str, value: object, rows: slice = slice(0, 3)) -> Callable[[pd.
         values[rows] = value
         frame[column] = pd.Series(values, index=frame.index).astype(frame[column].dtype)
         return frame
+
     return spoil
 
 
@@ -119,5 +120,7 @@ def test_outputs_follow_the_report_contract(tmp_path: Path, transactions: pd.Dat
     write_outputs(result, tmp_path / "valid.parquet", tmp_path / "quarantine.parquet", tmp_path / "report.json")
     report = json.loads((tmp_path / "report.json").read_text())
     assert {"passed", "rows_total", "rows_valid", "rows_quarantined", "failures"} <= set(report)
-    assert len(pd.read_parquet(tmp_path / "valid.parquet")) + len(pd.read_parquet(tmp_path / "quarantine.parquet")) \
+    assert (
+        len(pd.read_parquet(tmp_path / "valid.parquet")) + len(pd.read_parquet(tmp_path / "quarantine.parquet"))
         == report["rows_total"]
+    )

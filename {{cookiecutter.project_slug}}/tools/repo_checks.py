@@ -58,9 +58,7 @@ def conflict_problem(path: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("check", choices=["syntax", "large-files", "merge-conflicts"])
     parser.add_argument("files", nargs="*", type=Path)
     parser.add_argument("--max-kb", type=int, default=500, help="size limit for large-files (default 500)")

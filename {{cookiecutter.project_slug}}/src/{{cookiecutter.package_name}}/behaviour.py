@@ -33,20 +33,26 @@ class BehaviourResult:
 def _invariant_to_transaction_id(score: Scorer, rows: pd.DataFrame) -> BehaviourResult:
     renamed = rows.assign(**{ID_COLUMN: [f"renamed_{i}" for i in range(len(rows))]})
     change = float(np.max(np.abs(score(renamed) - score(rows))))
-    return BehaviourResult("invariance_transaction_id", "invariance", change,
-                           "the id is a key, not a signal: renaming it must not move any score")
+    return BehaviourResult(
+        "invariance_transaction_id",
+        "invariance",
+        change,
+        "the id is a key, not a signal: renaming it must not move any score",
+    )
 
 
 def _invariant_to_minutes(score: Scorer, rows: pd.DataFrame) -> BehaviourResult:
     # Moving a transaction within its hour keeps every feature the model sees.
     shifted = rows.assign(event_time=rows["event_time"].dt.floor("h") + pd.Timedelta(minutes=1))
     change = float(np.max(np.abs(score(shifted) - score(rows))))
-    return BehaviourResult("invariance_minute_within_hour", "invariance", change,
-                           "minutes within the same hour must not move any score")
+    return BehaviourResult(
+        "invariance_minute_within_hour", "invariance", change, "minutes within the same hour must not move any score"
+    )
 
 
-def _directional(name: str, change: Callable[[pd.DataFrame], pd.DataFrame],
-                 detail: str) -> Callable[[Scorer, pd.DataFrame], BehaviourResult]:
+def _directional(
+    name: str, change: Callable[[pd.DataFrame], pd.DataFrame], detail: str
+) -> Callable[[Scorer, pd.DataFrame], BehaviourResult]:
     def check(score: Scorer, rows: pd.DataFrame) -> BehaviourResult:
         share = float(np.mean(score(change(rows)) >= score(rows) - 1e-9))
         return BehaviourResult(name, "directional", share, detail)
@@ -56,35 +62,60 @@ def _directional(name: str, change: Callable[[pd.DataFrame], pd.DataFrame],
 
 def _minimum_functionality(score: Scorer, rows: pd.DataFrame, threshold: float) -> list[BehaviourResult]:
     obvious_fraud = rows.assign(
-        amount=rows["amount_avg_30d"] * 40 + 500, card_present=False, txn_count_1h=12, account_age_days=2,
-        merchant_country=np.where(rows["card_country"] == "NG", "BR", "NG"), merchant_category="jewelry",
-        event_time=rows["event_time"].dt.normalize() + pd.Timedelta(hours=3), distance_from_home_km=5000.0,
+        amount=rows["amount_avg_30d"] * 40 + 500,
+        card_present=False,
+        txn_count_1h=12,
+        account_age_days=2,
+        merchant_country=np.where(rows["card_country"] == "NG", "BR", "NG"),
+        merchant_category="jewelry",
+        event_time=rows["event_time"].dt.normalize() + pd.Timedelta(hours=3),
+        distance_from_home_km=5000.0,
     )
     obvious_legit = rows.assign(
-        amount=rows["amount_avg_30d"].clip(lower=1.0) * 0.5, card_present=True, txn_count_1h=0,
-        account_age_days=3000, merchant_country=rows["card_country"], merchant_category="grocery",
-        event_time=rows["event_time"].dt.normalize() + pd.Timedelta(hours=14), distance_from_home_km=2.0,
+        amount=rows["amount_avg_30d"].clip(lower=1.0) * 0.5,
+        card_present=True,
+        txn_count_1h=0,
+        account_age_days=3000,
+        merchant_country=rows["card_country"],
+        merchant_category="grocery",
+        event_time=rows["event_time"].dt.normalize() + pd.Timedelta(hours=14),
+        distance_from_home_km=2.0,
     )
     flagged = float(np.mean(score(obvious_fraud) >= threshold))
     cleared = float(np.mean(score(obvious_legit) < threshold))
     return [
-        BehaviourResult("mft_obvious_fraud_flagged", "minimum_functionality", flagged,
-                        "night, card-not-present, cross-border jewellery at 40x the usual spend on a new account"),
-        BehaviourResult("mft_obvious_legit_cleared", "minimum_functionality", cleared,
-                        "daytime card-present domestic grocery at half the usual spend on an old account"),
+        BehaviourResult(
+            "mft_obvious_fraud_flagged",
+            "minimum_functionality",
+            flagged,
+            "night, card-not-present, cross-border jewellery at 40x the usual spend on a new account",
+        ),
+        BehaviourResult(
+            "mft_obvious_legit_cleared",
+            "minimum_functionality",
+            cleared,
+            "daytime card-present domestic grocery at half the usual spend on an old account",
+        ),
     ]
 
 
 DIRECTIONAL_CHECKS = (
-    _directional("directional_more_velocity_more_risk", lambda r: r.assign(txn_count_1h=r["txn_count_1h"] + 5),
-                 "five more transactions in the last hour must not lower the score"),
-    _directional("directional_card_not_present_more_risk", lambda r: r.assign(card_present=False),
-                 "the same purchase without the card present must not look safer"),
+    _directional(
+        "directional_more_velocity_more_risk",
+        lambda r: r.assign(txn_count_1h=r["txn_count_1h"] + 5),
+        "five more transactions in the last hour must not lower the score",
+    ),
+    _directional(
+        "directional_card_not_present_more_risk",
+        lambda r: r.assign(card_present=False),
+        "the same purchase without the card present must not look safer",
+    ),
 )
 
 
-def behavioural_checks(score: Scorer, golden: pd.DataFrame, threshold: float, sample: int = 2000,
-                       seed: int = 0) -> list[BehaviourResult]:
+def behavioural_checks(
+    score: Scorer, golden: pd.DataFrame, threshold: float, sample: int = 2000, seed: int = 0
+) -> list[BehaviourResult]:
     rows = golden.drop(columns=[LABEL_COLUMN, SLICE_COLUMN], errors="ignore")
     rows = rows.sample(n=min(sample, len(rows)), random_state=seed).reset_index(drop=True)
     results = [_invariant_to_transaction_id(score, rows), _invariant_to_minutes(score, rows)]

@@ -37,15 +37,22 @@ def front_matter(model_name: str, license_id: str, metrics: dict[str, Any], gold
         "library_name": "pytorch",
         "pipeline_tag": "tabular-classification",
         "tags": ["tabular-classification", "fraud-detection", "dvc", "mlflow", "bentoml"],
-        "model-index": [{
-            "name": model_name,
-            "results": [{
-                "task": {"type": "tabular-classification", "name": "Fraud detection"},
-                "dataset": {"type": "golden-set", "name": "Golden set", "revision": golden_md5},
-                "metrics": [{"type": name, "name": name, "value": round(float(metrics[name]), 6)}
-                            for name in CARD_METRICS if name in metrics],
-            }],
-        }],
+        "model-index": [
+            {
+                "name": model_name,
+                "results": [
+                    {
+                        "task": {"type": "tabular-classification", "name": "Fraud detection"},
+                        "dataset": {"type": "golden-set", "name": "Golden set", "revision": golden_md5},
+                        "metrics": [
+                            {"type": name, "name": name, "value": round(float(metrics[name]), 6)}
+                            for name in CARD_METRICS
+                            if name in metrics
+                        ],
+                    }
+                ],
+            }
+        ],
     }
     return yaml.safe_dump(document, sort_keys=False).strip()
 
@@ -67,25 +74,40 @@ def _figure_png(draw: Any) -> str:
 
 def plots(plots_dir: Path, metrics: dict[str, Any]) -> dict[str, str]:
     """Base64 PNGs drawn from the same plot data `dvc plots` shows."""
-    data = {name: json.loads((plots_dir / f"{name}.json").read_text()) for name in ("roc", "precision_recall",
-                                                                                    "calibration")}
+    data = {
+        name: json.loads((plots_dir / f"{name}.json").read_text())
+        for name in ("roc", "precision_recall", "calibration")
+    }
 
     def roc(ax: Any) -> None:
         ax.plot([p["fpr"] for p in data["roc"]], [p["tpr"] for p in data["roc"]], color="#0969da")
         ax.plot([0, 1], [0, 1], "--", color="#8c959f")
-        ax.set(xlabel="false positive rate", ylabel="true positive rate",
-               title=f"ROC (AUC {metrics['overall'].get('roc_auc', float('nan')):.3f})")
+        ax.set(
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            title=f"ROC (AUC {metrics['overall'].get('roc_auc', float('nan')):.3f})",
+        )
 
     def pr(ax: Any) -> None:
-        ax.plot([p["recall"] for p in data["precision_recall"]], [p["precision"] for p in data["precision_recall"]],
-                color="#8250df")
-        ax.set(xlabel="recall", ylabel="precision",
-               title=f"Precision-recall (AP {metrics['overall'].get('pr_auc', float('nan')):.3f})")
+        ax.plot(
+            [p["recall"] for p in data["precision_recall"]],
+            [p["precision"] for p in data["precision_recall"]],
+            color="#8250df",
+        )
+        ax.set(
+            xlabel="recall",
+            ylabel="precision",
+            title=f"Precision-recall (AP {metrics['overall'].get('pr_auc', float('nan')):.3f})",
+        )
 
     def calibration(ax: Any) -> None:
         ax.plot([0, 1], [0, 1], "--", color="#8c959f")
-        ax.plot([p["mean_predicted"] for p in data["calibration"]],
-                [p["fraction_positive"] for p in data["calibration"]], "o-", color="#1a7f37")
+        ax.plot(
+            [p["mean_predicted"] for p in data["calibration"]],
+            [p["fraction_positive"] for p in data["calibration"]],
+            "o-",
+            color="#1a7f37",
+        )
         ax.set(xlabel="mean predicted probability", ylabel="observed fraud rate", title="Calibration")
 
     def slices(ax: Any) -> None:
@@ -93,8 +115,12 @@ def plots(plots_dir: Path, metrics: dict[str, Any]) -> dict[str, str]:
         ax.barh(names, [metrics["slices"][n]["recall"] for n in names], color="#bf8700")
         ax.set(xlim=(0, 1), xlabel="recall at the operating threshold", title="Recall per slice")
 
-    return {"ROC curve": _figure_png(roc), "Precision-recall curve": _figure_png(pr),
-            "Calibration": _figure_png(calibration), "Recall per slice": _figure_png(slices)}
+    return {
+        "ROC curve": _figure_png(roc),
+        "Precision-recall curve": _figure_png(pr),
+        "Calibration": _figure_png(calibration),
+        "Recall per slice": _figure_png(slices),
+    }
 
 
 def _slice_rows(metrics: dict[str, Any], gate: dict[str, Any]) -> list[dict[str, str]]:
@@ -102,12 +128,17 @@ def _slice_rows(metrics: dict[str, Any], gate: dict[str, Any]) -> list[dict[str,
     rows = []
     for name, values in metrics["slices"].items():
         check = versus.get(name)
-        rows.append({
-            "name": name, "rows": _fmt(values["rows"]), "positive_rate": _fmt(values.get("positive_rate")),
-            "roc_auc": _fmt(values.get("roc_auc")), "recall": _fmt(values.get("recall")),
-            "fpr": _fmt(values.get("false_positive_rate")),
-            "versus": f"{check['observed']:+.4f} ({'pass' if check['passed'] else 'FAIL'})" if check else "n/a",
-        })
+        rows.append(
+            {
+                "name": name,
+                "rows": _fmt(values["rows"]),
+                "positive_rate": _fmt(values.get("positive_rate")),
+                "roc_auc": _fmt(values.get("roc_auc")),
+                "recall": _fmt(values.get("recall")),
+                "fpr": _fmt(values.get("false_positive_rate")),
+                "versus": f"{check['observed']:+.4f} ({'pass' if check['passed'] else 'FAIL'})" if check else "n/a",
+            }
+        )
     return rows
 
 
@@ -120,13 +151,17 @@ def render_card(context: dict[str, Any], plots_dir: Path) -> tuple[str, str]:
     champion_metrics = champion.get("metrics") or {}
     values = {
         **context,
-        "front_matter": front_matter(context["model_name"], context["license"], metrics["overall"],
-                                     context["golden_md5"]),
-        "overall_rows": [{"name": name, "candidate": _fmt(metrics["overall"][name]),
-                          "champion": _fmt(champion_metrics.get(name))}
-                         for name in CARD_METRICS if name in metrics["overall"]],
-        "champion_description": (f"{champion['source']} {champion['reference']}" if champion
-                                 else "none yet (thresholds only)"),
+        "front_matter": front_matter(
+            context["model_name"], context["license"], metrics["overall"], context["golden_md5"]
+        ),
+        "overall_rows": [
+            {"name": name, "candidate": _fmt(metrics["overall"][name]), "champion": _fmt(champion_metrics.get(name))}
+            for name in CARD_METRICS
+            if name in metrics["overall"]
+        ],
+        "champion_description": (
+            f"{champion['source']} {champion['reference']}" if champion else "none yet (thresholds only)"
+        ),
         "slice_rows": _slice_rows(metrics, gate),
         "behavioural": list(metrics.get("behavioural", {}).values()),
         "environment_line": ", ".join(f"{k} {v}" for k, v in context["environment"].items()),

@@ -64,8 +64,12 @@ def from_registry(cfg: DictConfig) -> Champion | None:
     import mlflow.pyfunc
 
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    return Champion("registry", f"{name} v{version.version}", lambda frame: np.asarray(pyfunc.predict(frame)),
-                    version.tags.get("model_md5"))
+    return Champion(
+        "registry",
+        f"{name} v{version.version}",
+        lambda frame: np.asarray(pyfunc.predict(frame)),
+        version.tags.get("model_md5"),
+    )
 
 
 def _git(*args: str) -> str | None:

@@ -14,8 +14,12 @@ from .errors import PipelineError
 
 # Telemetry of the tools underneath stays off (no phoning home from CI), and so do progress bars
 # for tiny artifact downloads.
-QUIET_DEFAULTS = {"DVC_NO_ANALYTICS": "1", "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-                  "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+QUIET_DEFAULTS = {
+    "DVC_NO_ANALYTICS": "1",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 
 
 def run_stage(name: str, stage: Callable[[DictConfig], int], argv: list[str] | None = None) -> int:

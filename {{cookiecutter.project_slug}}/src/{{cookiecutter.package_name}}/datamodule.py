@@ -93,9 +93,18 @@ class TransactionsDataModule(pl.LightningDataModule):
         return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self) -> ResidentBatches:
-        return ResidentBatches(self.train_x, self.train_y, self.batch_size, True, self.seed,
-                               self.rank, self.world_size, current_epoch=self._current_epoch)
+        return ResidentBatches(
+            self.train_x,
+            self.train_y,
+            self.batch_size,
+            True,
+            self.seed,
+            self.rank,
+            self.world_size,
+            current_epoch=self._current_epoch,
+        )
 
     def val_dataloader(self) -> ResidentBatches:
-        return ResidentBatches(self.val_x, self.val_y, self.batch_size * 4, False, self.seed,
-                               self.rank, self.world_size)
+        return ResidentBatches(
+            self.val_x, self.val_y, self.batch_size * 4, False, self.seed, self.rank, self.world_size
+        )

@@ -46,8 +46,11 @@ def measure_latency(model: ScoringModel, rows: pd.DataFrame, repeats: int = 5) -
         started = time.perf_counter()
         model.predict_proba(rows.head(1))
         single_times.append((time.perf_counter() - started) * 1000)
-    return {"ms_per_row_batch": float(np.median(batch_times)), "ms_single_row": float(np.median(single_times)),
-            "batch_rows": len(rows)}
+    return {
+        "ms_per_row_batch": float(np.median(batch_times)),
+        "ms_single_row": float(np.median(single_times)),
+        "batch_rows": len(rows),
+    }
 
 
 def evaluate(model: ScoringModel, golden: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
@@ -56,8 +59,11 @@ def evaluate(model: ScoringModel, golden: pd.DataFrame) -> tuple[dict[str, Any],
     scores = model.predict_proba(golden)
     if not np.isfinite(scores).all():
         raise GoldenSetError("the model produced non-finite scores on the golden set")
-    slices = {name: classification_metrics(labels[mask], scores[mask], model.threshold)
-              for name, mask in slice_masks(golden).items() if name != "overall" and mask.any()}
+    slices = {
+        name: classification_metrics(labels[mask], scores[mask], model.threshold)
+        for name, mask in slice_masks(golden).items()
+        if name != "overall" and mask.any()
+    }
     behaviour = behavioural_checks(model.predict_proba, golden, model.threshold)
     report = {
         "overall": classification_metrics(labels, scores, model.threshold),
@@ -66,13 +72,20 @@ def evaluate(model: ScoringModel, golden: pd.DataFrame) -> tuple[dict[str, Any],
         "latency": measure_latency(model, golden.drop(columns=[LABEL_COLUMN]).head(4096)),
         "behavioural": {check.name: check.as_dict() for check in behaviour},
     }
-    predictions = pd.DataFrame({ID_COLUMN: golden[ID_COLUMN].to_numpy(), SLICE_COLUMN: golden[SLICE_COLUMN].to_numpy(),
-                                LABEL_COLUMN: labels, "score": scores})
+    predictions = pd.DataFrame(
+        {
+            ID_COLUMN: golden[ID_COLUMN].to_numpy(),
+            SLICE_COLUMN: golden[SLICE_COLUMN].to_numpy(),
+            LABEL_COLUMN: labels,
+            "score": scores,
+        }
+    )
     return report, predictions, plot_data(labels, scores, model.threshold)
 
 
-def write_evaluation(report: dict[str, Any], predictions: pd.DataFrame, plots: dict[str, Any],
-                     reports_dir: Path, plots_dir: Path) -> None:
+def write_evaluation(
+    report: dict[str, Any], predictions: pd.DataFrame, plots: dict[str, Any], reports_dir: Path, plots_dir: Path
+) -> None:
     reports_dir.mkdir(parents=True, exist_ok=True)
     plots_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

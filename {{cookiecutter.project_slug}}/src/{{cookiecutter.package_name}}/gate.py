@@ -64,13 +64,27 @@ def threshold_checks(overall: dict[str, Any], thresholds: DictConfig) -> list[Ch
                 checks.append(Check(f"threshold_{metric}_{bound}", False, value, limit, "metric is missing or NaN"))
                 continue
             passed = value >= limit if bound == "min" else value <= limit
-            checks.append(Check(f"threshold_{metric}_{bound}", passed, value, limit,
-                                f"{metric} {'>=' if bound == 'min' else '<='} {limit}"))
+            checks.append(
+                Check(
+                    f"threshold_{metric}_{bound}",
+                    passed,
+                    value,
+                    limit,
+                    f"{metric} {'>=' if bound == 'min' else '<='} {limit}",
+                )
+            )
     return checks
 
 
-def paired_bootstrap(labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray, metric: str,
-                     n_bootstrap: int, confidence: float, seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap(
+    labels: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    metric: str,
+    n_bootstrap: int,
+    confidence: float,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """Candidate-minus-champion difference of `metric` on the same rows, with a percentile interval.
 
     Both models are scored on each resample, so the noise of the golden set itself cancels.
@@ -92,8 +106,16 @@ def paired_bootstrap(labels: np.ndarray, candidate: np.ndarray, champion: np.nda
     return point, float(low), float(high)
 
 
-def regression_check(name: str, labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
-                     metric: str, tolerance: float, confidence: float, n_bootstrap: int) -> Check:
+def regression_check(
+    name: str,
+    labels: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    metric: str,
+    tolerance: float,
+    confidence: float,
+    n_bootstrap: int,
+) -> Check:
     """Fail only when the candidate is worse beyond `tolerance` AND the interval excludes no change.
 
     An equal model (difference exactly 0) always passes: noise is not a regression.
@@ -103,24 +125,44 @@ def regression_check(name: str, labels: np.ndarray, candidate: np.ndarray, champ
     point, low, high = paired_bootstrap(labels, candidate, champion, metric, n_bootstrap, confidence)
     significant = high < 0
     passed = not (significant and point < -tolerance)
-    detail = (f"{metric} candidate - champion = {point:+.4f}, {confidence:.0%} CI [{low:+.4f}, {high:+.4f}]; "
-              f"fails when below -{tolerance} and the CI excludes 0")
+    detail = (
+        f"{metric} candidate - champion = {point:+.4f}, {confidence:.0%} CI [{low:+.4f}, {high:+.4f}]; "
+        f"fails when below -{tolerance} and the CI excludes 0"
+    )
     return Check(name, passed, round(point, 6), -tolerance, detail)
 
 
-def champion_checks(gate_cfg: DictConfig, labels: np.ndarray, slices: dict[str, np.ndarray],
-                    candidate: np.ndarray, champion: np.ndarray) -> list[Check]:
+def champion_checks(
+    gate_cfg: DictConfig, labels: np.ndarray, slices: dict[str, np.ndarray], candidate: np.ndarray, champion: np.ndarray
+) -> list[Check]:
     regression = gate_cfg.regression
-    checks = [regression_check("no_regression_" + regression.metric, labels, candidate, champion,
-                               regression.metric, regression.tolerance, regression.confidence,
-                               regression.n_bootstrap)]
+    checks = [
+        regression_check(
+            "no_regression_" + regression.metric,
+            labels,
+            candidate,
+            champion,
+            regression.metric,
+            regression.tolerance,
+            regression.confidence,
+            regression.n_bootstrap,
+        )
+    ]
     for name, mask in slices.items():
         if name == "overall" or mask.sum() < regression.min_slice_rows or len(set(labels[mask])) < 2:
             continue
-        checks.append(regression_check(f"no_regression_{regression.slice_metric}[{name}]", labels[mask],
-                                       candidate[mask], champion[mask], regression.slice_metric,
-                                       regression.slice_tolerance, regression.confidence,
-                                       max(50, regression.n_bootstrap // 5)))
+        checks.append(
+            regression_check(
+                f"no_regression_{regression.slice_metric}[{name}]",
+                labels[mask],
+                candidate[mask],
+                champion[mask],
+                regression.slice_metric,
+                regression.slice_tolerance,
+                regression.confidence,
+                max(50, regression.n_bootstrap // 5),
+            )
+        )
     return checks
 
 
@@ -194,10 +236,13 @@ def run_gate(cfg: DictConfig) -> dict[str, Any]:
             raise PipelineError("reports/predictions.parquet does not match the golden set: re-run evaluate")
         labels = golden[LABEL_COLUMN].to_numpy()
         champion_scores = np.asarray(champion.score(golden), dtype=np.float64)
-        checks += champion_checks(cfg.gate, labels, slice_masks(golden), predictions["score"].to_numpy(),
-                                  champion_scores)
-        champion_doc = {**champion.describe(),
-                        "metrics": {m: fn(labels, champion_scores) for m, fn in METRIC_FUNCTIONS.items()}}
+        checks += champion_checks(
+            cfg.gate, labels, slice_masks(golden), predictions["score"].to_numpy(), champion_scores
+        )
+        champion_doc = {
+            **champion.describe(),
+            "metrics": {m: fn(labels, champion_scores) for m, fn in METRIC_FUNCTIONS.items()},
+        }
     return {
         "passed": all(check.passed for check in checks),
         "champion": champion_doc,
@@ -208,5 +253,9 @@ def run_gate(cfg: DictConfig) -> dict[str, Any]:
 
 def failed_gate(reason: str) -> dict[str, Any]:
     """The report of a gate that could not judge: failed, with the reason as its one check."""
-    return {"passed": False, "champion": None, "candidate": None,
-            "checks": [Check("gate_inputs", False, None, None, reason).as_dict()]}
+    return {
+        "passed": False,
+        "champion": None,
+        "candidate": None,
+        "checks": [Check("gate_inputs", False, None, None, reason).as_dict()],
+    }

@@ -60,16 +60,22 @@ def plot_data(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[
     bins = np.linspace(0, 1, 11)
     which = np.clip(np.digitize(scores, bins) - 1, 0, 9)
     calibration = [
-        {"mean_predicted": round(float(scores[which == b].mean()), 6),
-         "fraction_positive": round(float(labels[which == b].mean()), 6), "rows": int((which == b).sum())}
-        for b in range(10) if (which == b).any()
+        {
+            "mean_predicted": round(float(scores[which == b].mean()), 6),
+            "fraction_positive": round(float(labels[which == b].mean()), 6),
+            "rows": int((which == b).sum()),
+        }
+        for b in range(10)
+        if (which == b).any()
     ]
     predicted = (scores >= threshold).astype(int)
     return {
         "roc": _thin([{"fpr": round(float(f), 6), "tpr": round(float(t), 6)} for f, t in zip(fpr, tpr, strict=True)]),
         "precision_recall": _thin(
-            [{"recall": round(float(r), 6), "precision": round(float(p), 6)}
-             for r, p in zip(recall[::-1], precision[::-1], strict=True)]
+            [
+                {"recall": round(float(r), 6), "precision": round(float(p), 6)}
+                for r, p in zip(recall[::-1], precision[::-1], strict=True)
+            ]
         ),
         "calibration": calibration,
         "confusion": [{"actual": int(a), "predicted": int(p)} for a, p in zip(labels, predicted, strict=True)],

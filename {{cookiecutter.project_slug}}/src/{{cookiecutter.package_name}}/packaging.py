@@ -46,8 +46,11 @@ def read_gate(path: Path) -> dict[str, Any]:
 def request_body(rows: pd.DataFrame) -> dict[str, Any]:
     """A POST /predict body for `rows` (JSON-ready: timestamps as ISO strings)."""
     records = rows.drop(columns=[LABEL_COLUMN, SLICE_COLUMN], errors="ignore").to_dict(orient="records")
-    return {"transactions": [{k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in r.items()}
-                             for r in records]}
+    return {
+        "transactions": [
+            {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in r.items()} for r in records
+        ]
+    }
 
 
 def smoke_requests(model: ScoringModel, golden: pd.DataFrame, model_tag: str) -> dict[str, Any]:
@@ -64,8 +67,9 @@ def to_frame_from_body(body: dict[str, Any]) -> pd.DataFrame:
     return to_frame(request_model(len(body["transactions"]))(**body).transactions)  # type: ignore[attr-defined]
 
 
-def save_bento_model(model_path: Path, example: dict[str, Any], card_md: str, labels: dict[str, str],
-                     metadata: dict[str, Any]) -> str:
+def save_bento_model(
+    model_path: Path, example: dict[str, Any], card_md: str, labels: dict[str, str], metadata: dict[str, Any]
+) -> str:
     import bentoml
 
     with bentoml.models.create(MODEL_NAME, labels=labels, metadata=metadata) as bento_model:
@@ -80,8 +84,10 @@ def build_wheel(destination: Path) -> list[str]:
     if destination.exists():
         shutil.rmtree(destination)
     with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", scratch, "."], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", scratch, "."],
+            check=True,
+        )
         destination.mkdir(parents=True)
         for wheel in Path(scratch).glob("*.whl"):
             shutil.copy(wheel, destination / wheel.name)
@@ -110,18 +116,33 @@ def package(cfg: DictConfig) -> dict[str, Any]:
     model_md5 = file_md5(model_path)
     example_rows = golden.drop(columns=[SLICE_COLUMN]).head(5)
     data_md5 = {name: info["md5"] for name, info in model.metadata.get("data", {}).items()}
-    version = register_challenger(cfg, model_path, example_rows.drop(columns=[LABEL_COLUMN]), gate,
-                                  {"git_commit": commit, "model_md5": model_md5,
-                                   **{f"data.{k}.md5": v for k, v in data_md5.items()}})
+    version = register_challenger(
+        cfg,
+        model_path,
+        example_rows.drop(columns=[LABEL_COLUMN]),
+        gate,
+        {"git_commit": commit, "model_md5": model_md5, **{f"data.{k}.md5": v for k, v in data_md5.items()}},
+    )
     context = {
-        "model_name": str(cfg.logger.registered_model_name), "model_version": version,
-        "license": "{{ cookiecutter.license }}", "architecture": model.architecture, "threshold": model.threshold,
-        "git_commit": commit, "mlflow_run_id": model.metadata.get("mlflow_run_id") or "n/a", "bento_tag": None,
-        "data": model.metadata.get("data", {}), "train_rows": model.metadata.get("train_rows", 0),
-        "val_rows": model.metadata.get("val_rows", 0), "train_fraud_rate": model.metadata.get("train_fraud_rate", 0.0),
-        "golden_path": cfg.paths.golden, "golden_md5": file_md5(cfg.paths.golden), "golden_rows": len(golden),
+        "model_name": str(cfg.logger.registered_model_name),
+        "model_version": version,
+        "license": "{{ cookiecutter.license }}",
+        "architecture": model.architecture,
+        "threshold": model.threshold,
+        "git_commit": commit,
+        "mlflow_run_id": model.metadata.get("mlflow_run_id") or "n/a",
+        "bento_tag": None,
+        "data": model.metadata.get("data", {}),
+        "train_rows": model.metadata.get("train_rows", 0),
+        "val_rows": model.metadata.get("val_rows", 0),
+        "train_fraud_rate": model.metadata.get("train_fraud_rate", 0.0),
+        "golden_path": cfg.paths.golden,
+        "golden_md5": file_md5(cfg.paths.golden),
+        "golden_rows": len(golden),
         "golden_slices": ", ".join(f"{k} ({v})" for k, v in golden[SLICE_COLUMN].value_counts().items()),
-        "metrics": metrics, "gate": gate, "environment": model.metadata.get("environment", {}),
+        "metrics": metrics,
+        "gate": gate,
+        "environment": model.metadata.get("environment", {}),
         "params_yaml": OmegaConf.to_yaml(cfg).strip(),
     }
     card_md, card_html = render_card(context, Path(cfg.paths.plots))
@@ -129,17 +150,32 @@ def package(cfg: DictConfig) -> dict[str, Any]:
     (reports / "model_card.html").write_text(card_html, encoding="utf-8")
 
     example = request_body(example_rows.head(2))
-    model_tag = save_bento_model(model_path, example, card_md,
-                                 labels={"registry_version": version, "git_commit": commit[:40]},
-                                 metadata={"model_md5": model_md5, "registry_version": version,
-                                           "gate_passed": True, "metrics": metrics["overall"]})
-    (BENTO_DIR / SMOKE_FILE).write_text(json.dumps(smoke_requests(model, golden, model_tag), indent=1),
-                                        encoding="utf-8")
+    model_tag = save_bento_model(
+        model_path,
+        example,
+        card_md,
+        labels={"registry_version": version, "git_commit": commit[:40]},
+        metadata={
+            "model_md5": model_md5,
+            "registry_version": version,
+            "gate_passed": True,
+            "metrics": metrics["overall"],
+        },
+    )
+    (BENTO_DIR / SMOKE_FILE).write_text(
+        json.dumps(smoke_requests(model, golden, model_tag), indent=1), encoding="utf-8"
+    )
     (BENTO_DIR / CARD_FILE).write_text(card_md, encoding="utf-8")
     serve_config = {**OmegaConf.to_container(cfg.serve), "model_tag": model_tag}  # type: ignore[dict-item]
     (BENTO_DIR / SERVE_FILE).write_text(json.dumps(serve_config), encoding="utf-8")
     bento = build_bento({"registry_version": version, "git_commit": commit[:40]})
-    result = {"bento_tag": str(bento.tag), "bento_model_tag": model_tag, "model_version": version,
-              "model_md5": model_md5, "git_commit": commit, "gate_passed": True}
+    result = {
+        "bento_tag": str(bento.tag),
+        "bento_model_tag": model_tag,
+        "model_version": version,
+        "model_md5": model_md5,
+        "git_commit": commit,
+        "gate_passed": True,
+    }
     (reports / "package.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result

@@ -52,8 +52,11 @@ class Preprocessor:
         return np.concatenate(blocks, axis=1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"means": list(self.means), "stds": list(self.stds),
-                "vocabularies": {k: list(v) for k, v in self.vocabularies.items()}}
+        return {
+            "means": list(self.means),
+            "stds": list(self.stds),
+            "vocabularies": {k: list(v) for k, v in self.vocabularies.items()},
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessor:

@@ -30,8 +30,9 @@ def _client(cfg: DictConfig) -> Any:
     return MlflowClient()
 
 
-def register_challenger(cfg: DictConfig, model_path: Path, example: pd.DataFrame, gate_report: dict[str, Any],
-                        tags: dict[str, str]) -> str:
+def register_challenger(
+    cfg: DictConfig, model_path: Path, example: pd.DataFrame, gate_report: dict[str, Any], tags: dict[str, str]
+) -> str:
     """Log the approved artifact, register it as a new version and point `challenger` at it."""
     import mlflow
 
@@ -42,8 +43,10 @@ def register_challenger(cfg: DictConfig, model_path: Path, example: pd.DataFrame
     name = str(cfg.logger.registered_model_name)
     client = _client(cfg)
     model = load_model(model_path)
-    with mlflow.start_run(run_name=f"package-{tags.get('git_commit', 'unknown')[:12]}",
-                          tags={"stage": "package", "train_run_id": str(model.metadata.get("mlflow_run_id"))}):
+    with mlflow.start_run(
+        run_name=f"package-{tags.get('git_commit', 'unknown')[:12]}",
+        tags={"stage": "package", "train_run_id": str(model.metadata.get("mlflow_run_id"))},
+    ):
         model_uri = log_model(model, model_path, example)
     version = mlflow.register_model(model_uri, name, tags={**tags, "gate_passed": "true"})
     client.set_registered_model_alias(name, CHALLENGER, version.version)
@@ -69,8 +72,13 @@ def promote(cfg: DictConfig, version: str, approved_by: str) -> dict[str, str]:
     client.set_model_version_tag(name, version, "approved_by", approved_by)
     client.set_model_version_tag(name, version, "approved_at", approved_at)
     client.set_registered_model_alias(name, CHAMPION, version)
-    return {"model": name, "version": version, "previous_champion": previous or "", "approved_by": approved_by,
-            "approved_at": approved_at}
+    return {
+        "model": name,
+        "version": version,
+        "previous_champion": previous or "",
+        "approved_by": approved_by,
+        "approved_at": approved_at,
+    }
 
 
 def aliased_version(cfg: DictConfig, alias: str) -> str | None:

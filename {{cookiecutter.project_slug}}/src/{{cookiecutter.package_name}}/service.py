@@ -24,8 +24,12 @@ from .serving import (
 
 # Written into the bento by the package stage (conf/serve plus the exact model tag it was built with);
 # the defaults let the module import anywhere.
-SERVE_CONFIG: dict[str, Any] = {"max_rows_per_request": 1000, "max_batch_size": 256, "max_latency_ms": 20,
-                                "model_tag": f"{MODEL_NAME}:latest"}
+SERVE_CONFIG: dict[str, Any] = {
+    "max_rows_per_request": 1000,
+    "max_batch_size": 256,
+    "max_latency_ms": 20,
+    "model_tag": f"{MODEL_NAME}:latest",
+}
 if Path("serve.json").exists():
     SERVE_CONFIG.update(json.loads(Path("serve.json").read_text(encoding="utf-8")))
 PredictRequest = request_model(int(SERVE_CONFIG["max_rows_per_request"]))

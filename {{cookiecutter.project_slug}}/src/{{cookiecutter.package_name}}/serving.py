@@ -27,10 +27,18 @@ def _naive_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
-PYTHON_TYPES: dict[str, Any] = {"int64": int, "float64": float, "bool": bool,
-                                "datetime64[ns]": Annotated[dt.datetime, AfterValidator(_naive_utc)]}
-BOUND_CHECKS = {"greater_than": "gt", "greater_than_or_equal_to": "ge", "less_than": "lt",
-                "less_than_or_equal_to": "le"}
+PYTHON_TYPES: dict[str, Any] = {
+    "int64": int,
+    "float64": float,
+    "bool": bool,
+    "datetime64[ns]": Annotated[dt.datetime, AfterValidator(_naive_utc)],
+}
+BOUND_CHECKS = {
+    "greater_than": "gt",
+    "greater_than_or_equal_to": "ge",
+    "less_than": "lt",
+    "less_than_or_equal_to": "le",
+}
 
 
 def _field_for(column: Any) -> tuple[Any, Any]:
@@ -60,8 +68,12 @@ def _row_model() -> type[BaseModel]:
 
 Transaction = _row_model()
 # The schema's custom checks (e.g. not_in_future) that cannot be a per-field constraint.
-CUSTOM_CHECKS = [(name, check) for name, column in TransactionSchema.to_schema().columns.items()
-                 for check in column.checks if check.name not in (*BOUND_CHECKS, "isin", "str_length")]
+CUSTOM_CHECKS = [
+    (name, check)
+    for name, column in TransactionSchema.to_schema().columns.items()
+    for check in column.checks
+    if check.name not in (*BOUND_CHECKS, "isin", "str_length")
+]
 
 
 def request_model(max_rows: int) -> type[BaseModel]:

@@ -107,16 +107,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise TrainingError(f"{validated} not found: run the validate stage first (`dvc repro validate`)")
     frame = pd.read_parquet(validated)
     try:
-        datamodule = TransactionsDataModule(frame, int(cfg.data.batch_size), float(cfg.data.val_fraction),
-                                            int(cfg.seed))
+        datamodule = TransactionsDataModule(
+            frame, int(cfg.data.batch_size), float(cfg.data.val_fraction), int(cfg.seed)
+        )
     except ValueError as error:
         raise TrainingError(str(error)) from error
     # _convert_="all": plain lists in the hyperparameters, so checkpoints load with weights_only=True.
     model: FraudClassifier = instantiate(cfg.model, in_features=datamodule.n_features, _convert_="all")
     checkpoints = Path(cfg.paths.checkpoints)
     resume_from = prepare_checkpoints(checkpoints, bool(cfg.train.resume))
-    checkpoint = ModelCheckpoint(dirpath=checkpoints, filename=BEST_CHECKPOINT, monitor="val/pr_auc",
-                                 mode="max", save_last=True)
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoints, filename=BEST_CHECKPOINT, monitor="val/pr_auc", mode="max", save_last=True
+    )
     logger = mlflow_logger(cfg)
     interactive = sys.stderr.isatty() and not os.environ.get("CI")
     trainer: pl.Trainer = instantiate(
@@ -141,8 +143,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         network=network,
         preprocessor=datamodule.preprocessor,
         threshold=best_f1_threshold(val_labels, val_frame_scores),
-        architecture={"in_features": datamodule.n_features, "hidden_sizes": list(cfg.model.hidden_sizes),
-                      "dropout": float(cfg.model.dropout)},
+        architecture={
+            "in_features": datamodule.n_features,
+            "hidden_sizes": list(cfg.model.hidden_sizes),
+            "dropout": float(cfg.model.dropout),
+        },
         metadata={
             "git_commit": git_commit(),
             "data": data_versions({"raw": cfg.paths.raw, "validated": cfg.paths.validated}),
@@ -168,10 +173,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     samples_per_second = len(datamodule.train_y) * max(trainer.current_epoch, 1) / train_seconds
-    log_training_run(logger, cfg, artifact, Path(cfg.paths.model), frame.head(5),
-                     {**metrics, "train_seconds": train_seconds, "samples_per_second": samples_per_second})
-    print(f"trained {metrics['epochs']} epochs in {train_seconds:.1f}s ({samples_per_second:,.0f} samples/s); "
-          f"val roc_auc={metrics['val_roc_auc']:.4f} pr_auc={metrics['val_pr_auc']:.4f}; saved {cfg.paths.model}")
+    log_training_run(
+        logger,
+        cfg,
+        artifact,
+        Path(cfg.paths.model),
+        frame.head(5),
+        {**metrics, "train_seconds": train_seconds, "samples_per_second": samples_per_second},
+    )
+    print(
+        f"trained {metrics['epochs']} epochs in {train_seconds:.1f}s ({samples_per_second:,.0f} samples/s); "
+        f"val roc_auc={metrics['val_roc_auc']:.4f} pr_auc={metrics['val_pr_auc']:.4f}; saved {cfg.paths.model}"
+    )
     return metrics
 
 

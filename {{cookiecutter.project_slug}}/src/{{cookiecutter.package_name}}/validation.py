@@ -125,8 +125,14 @@ def _read_csv(path: Path) -> pd.DataFrame:
             frame[name] = raw  # nothing parses: let the dtype check fail the frame
             continue
         failures.append(
-            pd.DataFrame({"column": name, "check": f"parses_as_{dtype}", "index": raw.index[unparsed],
-                          "failure_case": raw[unparsed].to_numpy()})
+            pd.DataFrame(
+                {
+                    "column": name,
+                    "check": f"parses_as_{dtype}",
+                    "index": raw.index[unparsed],
+                    "failure_case": raw[unparsed].to_numpy(),
+                }
+            )
         )
         if dtype == "int64":
             parsed = parsed.fillna(0).astype("int64")
@@ -139,7 +145,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def validate_frame(frame: pd.DataFrame, max_quarantine_share: float, max_failures_listed: int = 100) -> ValidationResult:
+def validate_frame(
+    frame: pd.DataFrame, max_quarantine_share: float, max_failures_listed: int = 100
+) -> ValidationResult:
     """Split `frame` into valid and quarantined rows and list every failure."""
     schema = TransactionSchema.to_schema()
     frame = frame.reset_index(drop=True)

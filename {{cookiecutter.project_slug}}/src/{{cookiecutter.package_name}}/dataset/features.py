@@ -38,9 +38,7 @@ def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
         "hour_sin": np.sin(angle),
         "hour_cos": np.cos(angle),
         "night": (hour < 5).astype(np.float64),
-        "cross_border": (frame["card_country"].to_numpy() != frame["merchant_country"].to_numpy()).astype(
-            np.float64
-        ),
+        "cross_border": (frame["card_country"].to_numpy() != frame["merchant_country"].to_numpy()).astype(np.float64),
         "card_not_present": (~frame["card_present"].to_numpy(dtype=bool)).astype(np.float64),
         # log: a burst of 12 is far from a burst of 0, but 40 is not much worse than 20.
         "txn_count_1h": np.log1p(np.minimum(frame["txn_count_1h"].to_numpy(dtype=np.float64), 50.0)),
