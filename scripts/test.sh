@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 bash scripts/bootstrap.sh
+export PATH="$PWD/$VENV/bin:$PATH"
 export DVC_NO_ANALYTICS=1 BENTOML_DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
 exec "$VENV/bin/python" -m pytest "$@"

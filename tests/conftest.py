@@ -18,6 +18,9 @@ QUIET_ENV = {"DVC_NO_ANALYTICS": "1", "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DI
              "DO_NOT_TRACK": "true", "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
              "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com"}
 os.environ.update(QUIET_ENV)
+# The tools of this interpreter's environment (dvc, act, pre-commit, bentoml) first on PATH,
+# also when pytest runs as `.venv/bin/python -m pytest` without an activated environment.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def bake(output_dir: Path, **answers: Any) -> Path:

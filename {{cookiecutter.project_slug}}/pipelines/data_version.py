@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         targets.append(str(golden))
     if args.no_dvc:
         return 0
-    run("dvc", "add", *targets)
+    run(sys.executable, "-m", "dvc", "add", *targets)
     pointers = [f"{target}.dvc" for target in targets]
     if args.commit:
         run("git", "add", *pointers, *{str(Path(t).parent / ".gitignore") for t in targets})

@@ -22,6 +22,8 @@ QUIET = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 os.environ.update(QUIET)
+# This environment's tools (dvc, bentoml) first on PATH, also without an activated environment.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 # Never the user's project: copies take code, config and git history, not data, runs or caches.
 SKIP_AT_ROOT = {".venv", "venv", "mlflow.db", "mlartifacts", "mlruns", "data", "models", "reports", "tmp"}
 SKIP_ANYWHERE = {"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".state", "cache", "tmp"}
