@@ -120,5 +120,8 @@ if __name__ == "__main__":
     for error in errors:
         print(f"ERROR: {error}", file=sys.stderr)
     if errors and ("/" in ANSWERS["project_slug"] or "\\" in ANSWERS["project_slug"]):
-        remove_parents_after_exit({{ cookiecutter._output_dir | tojson }})
+        # cruft and replays run without an output folder in the context.
+        output_dir = {{ cookiecutter.get("_output_dir", "") | tojson }}
+        if output_dir:
+            remove_parents_after_exit(output_dir)
     sys.exit(1 if errors else 0)
