@@ -20,6 +20,12 @@ echo "== dvc repro"
 dvc repro
 dvc push -q
 echo "== result"
-dvc metrics show
-cat reports/package.json
+python - <<'PY'
+import json
+overall = json.load(open("reports/metrics.json"))["overall"]
+gate = json.load(open("reports/gate.json"))
+print("golden set:", ", ".join(f"{k}={overall[k]:.4f}" for k in ("roc_auc", "pr_auc", "brier", "recall", "precision")))
+print("gate:", "PASSED" if gate["passed"] else "FAILED", f"({sum(c['passed'] for c in gate['checks'])}/{len(gate['checks'])} checks)")
+print("package:", json.load(open("reports/package.json")))
+PY
 echo "project: $OUT/fraud-detection (model card: reports/model_card.html)"

@@ -27,7 +27,7 @@ from .serving import (
 SERVE_CONFIG: dict[str, Any] = {
     "max_rows_per_request": 1000,
     "max_batch_size": 256,
-    "max_latency_ms": 20,
+    "max_latency_ms": 500,
     "model_tag": f"{MODEL_NAME}:latest",
 }
 if Path("serve.json").exists():
