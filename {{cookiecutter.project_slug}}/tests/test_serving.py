@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from conftest import run
 from pydantic import ValidationError
 
+from {{ cookiecutter.package_name }}.deploy.checks import wait_ready
 from {{ cookiecutter.package_name }}.serving import Transaction, request_model
 
 
@@ -117,17 +117,13 @@ def test_http_good_and_bad_requests_against_bentoml_serve(packaged: Path) -> Non
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, server.stdout.read() if server.stdout else "server died"
-            time.sleep(0.5)
-        else:
-            pytest.fail("the server never became ready")
+        # The rollout engine's own readiness wait: fails fast with the reason if the server dies.
+        wait_ready(
+            url,
+            120,
+            alive=lambda: server.poll() is None,
+            describe_exit=lambda: server.stdout.read() if server.stdout and server.poll() is not None else "",
+        )
         smoke = json.loads((packaged / "bentos" / "smoke_requests.json").read_text())["requests"][0]
         good = httpx.post(f"{url}/predict", json=smoke["body"], timeout=10)
         assert good.status_code == 200 and good.json() == smoke["expected"]
