@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,27 +30,17 @@ from pathlib import Path
 from typing import Any
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 class Scratch:
     """A git repo with the project's state file (free ports) and the project's deploy CLI."""
 
-    def __init__(self, project: Path, root: Path, env: dict[str, str], grace_s: float) -> None:
+    def __init__(self, project: Path, root: Path, env: dict[str, str], grace_s: float, ports: list[int]) -> None:
         self.project, self.root, self.env = project, root, env
         self.state = root / "bentos" / "deployment.yaml"
         self.state.parent.mkdir(parents=True)
         import yaml
 
         state = yaml.safe_load((project / "bentos" / "deployment.yaml").read_text())
-        blue, green, self.proxy_port = free_ports(3)
+        blue, green, self.proxy_port = ports
         state["live"] = None
         state["slots"] = {"blue": {"bento": None, "port": blue}, "green": {"bento": None, "port": green}}
         state["proxy"]["port"] = self.proxy_port
@@ -93,8 +82,9 @@ def one_round(args: argparse.Namespace, project: Path, tags: tuple[str, str], en
     package = args.package
     loadgen = import_module(f"{package}.deploy.loadgen")
     checks = import_module(f"{package}.deploy.checks")
+    ports = import_module(f"{package}.deploy.runtime").free_ports(3)
 
-    scratch = Scratch(project, workdir / f"round-{number}", env, args.grace)
+    scratch = Scratch(project, workdir / f"round-{number}", env, args.grace, ports)
     first, second = tags
     try:
         scratch.deploy("set", "--bento", first, "--commit")

@@ -22,7 +22,7 @@ import yaml
 
 from {{ cookiecutter.package_name }}.deploy.loadgen import LoadRun, summarize
 from {{ cookiecutter.package_name }}.deploy.proxy import nginx_binary
-from {{ cookiecutter.package_name }}.deploy.runtime import port_holder
+from {{ cookiecutter.package_name }}.deploy.runtime import free_ports, port_holder
 from {{ cookiecutter.package_name }}.deploy.standin import SMOKE_ROWS, build_standin
 from {{ cookiecutter.package_name }}.deploy.state import DeployError
 
@@ -42,16 +42,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install -y nginx)"),
 ]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from conftest import run
 from pydantic import ValidationError
 
 from {{ cookiecutter.package_name }}.deploy.checks import wait_ready
+from {{ cookiecutter.package_name }}.deploy.runtime import free_ports
 from {{ cookiecutter.package_name }}.serving import Transaction, request_model
 
 
@@ -69,12 +69,6 @@ def test_request_model_follows_the_schema() -> None:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace whose pipeline ran through `package`: a real bento in its own BENTOML_HOME."""
@@ -104,7 +98,7 @@ def test_service_in_process(packaged: Path, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.slow
 def test_http_good_and_bad_requests_against_bentoml_serve(packaged: Path) -> None:
     package = json.loads((packaged / "reports" / "package.json").read_text())
-    port = _free_port()
+    (port,) = free_ports(1)
     env = {**os.environ, "PYTHONPATH": str(packaged / "src"), "BENTOML_HOME": str(packaged / "tmp" / "bentoml")}
     server = subprocess.Popen(
         ["bentoml", "serve", package["bento_tag"], "--host", "127.0.0.1", "--port", str(port)],

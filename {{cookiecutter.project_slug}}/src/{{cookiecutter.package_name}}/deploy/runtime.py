@@ -132,6 +132,18 @@ def port_holder(port: int) -> str | None:
     return "another process"
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports that were free a moment ago (all held open together, so no repeats)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def require_free_port(port: int, what: str) -> None:
     """A clear error, before anything starts, when a port we need is taken."""
     holder = port_holder(port)
