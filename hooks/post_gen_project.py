@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 INCLUDE_NOTEBOOKS = {{ cookiecutter.include_notebooks | tojson }} == "yes"
 GPU_RUNNER_LABEL = {{ cookiecutter.ci_gpu_runner_label | tojson }}
-DVC_REMOTE_URL = {{ cookiecutter.dvc_remote_url | tojson }}
-AUTHOR_NAME = {{ cookiecutter.author_name | tojson }}
-AUTHOR_EMAIL = {{ cookiecutter.author_email | tojson }}
 # The workflows are copied without rendering (they hold GitHub's own ${{ '{{ }}' }}); this marker
 # on the training job's runs-on line is the one place the runner label goes.
 RUNNER_MARKER = "runs-on: ubuntu-latest  # training runner"
@@ -41,40 +37,14 @@ def set_training_runner(label: str) -> None:
             )
 
 
-def tool(name: str) -> list[str] | None:
-    """How to call a CLI: on PATH, or as a module of this interpreter."""
-    if shutil.which(name):
-        return [name]
-    probe = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True)
-    return [sys.executable, "-m", name] if probe.returncode == 0 else None
-
-
-def run(command: list[str]) -> None:
-    subprocess.run(command, cwd=PROJECT, check=True, capture_output=True, text=True)
-
-
 def init_repositories() -> None:
-    git, dvc = tool("git"), tool("dvc")
-    if git is None:
-        print("git not found: run `git init -b main && dvc init` in the project, then commit.")
-        return
-    run([*git, "init", "-q", "-b", "main"])
-    if dvc is None:
-        print("dvc not found: after `pip install -e '.[dev]'`, run `dvc init`, "
-              f"`dvc remote add -d storage {DVC_REMOTE_URL}` and `dvc config hydra.enabled true`, then commit.")
-    else:
-        env_before = os.environ.get("DVC_NO_ANALYTICS")
-        os.environ["DVC_NO_ANALYTICS"] = "1"
-        run([*dvc, "init", "-q"])
-        run([*dvc, "config", "core.autostage", "true"])
-        run([*dvc, "config", "hydra.enabled", "true"])
-        run([*dvc, "remote", "add", "-d", "storage", DVC_REMOTE_URL])
-        if env_before is None:
-            os.environ.pop("DVC_NO_ANALYTICS")
-    run([*git, "add", "-A"])
-    identity = ["-c", f"user.name={AUTHOR_NAME}", "-c", f"user.email={AUTHOR_EMAIL}"]
-    has_identity = subprocess.run([*git, "config", "user.email"], cwd=PROJECT, capture_output=True).returncode == 0
-    run([*git, *([] if has_identity else identity), "commit", "-q", "-m", "Initial project from cookiecutter-gitops-ml"])
+    """git (and DVC, where this interpreter has it) with the project's own tool, which `make setup` reruns."""
+    result = subprocess.run([sys.executable, "tools/init_project.py", "--lenient"], cwd=PROJECT,
+                            capture_output=True, text=True)
+    print(result.stdout.strip())
+    if result.returncode != 0:
+        print(result.stderr.strip(), file=sys.stderr)
+        sys.exit(1)
 
 
 # --- Record the template for `cruft update` (.cruft.json) ---------------------------------------
@@ -147,8 +117,4 @@ if __name__ == "__main__":
         drop_notebooks()
     if GPU_RUNNER_LABEL:
         set_training_runner(GPU_RUNNER_LABEL)
-    try:
-        init_repositories()
-    except subprocess.CalledProcessError as error:
-        print(f"ERROR: {' '.join(error.cmd)} failed:\n{error.stdout}{error.stderr}", file=sys.stderr)
-        sys.exit(1)
+    init_repositories()

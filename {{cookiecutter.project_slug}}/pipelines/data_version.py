@@ -22,8 +22,11 @@ from {{ cookiecutter.package_name }}.dataset.generate import inject_invalid_rows
 
 
 def run(*command: str) -> None:
+    """Run a step with its output shown; a failure ends the tool with one line, not a traceback."""
     print("$", " ".join(command))
-    subprocess.run(command, check=True)
+    if subprocess.run(command).returncode != 0:
+        raise SystemExit(f"ERROR: `{' '.join(command)}` failed (see above); `python tools/init_project.py` sets up "
+                         "git and DVC where they are missing")
 
 
 def main(argv: list[str] | None = None) -> int:

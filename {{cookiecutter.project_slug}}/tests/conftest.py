@@ -22,6 +22,9 @@ QUIET = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 os.environ.update(QUIET)
+# Commits inside test workspaces are the tests' own bookkeeping: the git hooks `make setup` installs
+# (pre-commit: lint, params drift, DVC) judge the user's commits, not these.
+os.environ.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull})
 # This environment's tools (dvc, bentoml) first on PATH, also without an activated environment.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 # Never the user's project: copies take code, config and git history, not data, runs or caches.
