@@ -55,7 +55,7 @@ class Scratch:
         subprocess.run(["git", "-C", str(self.root), *ident, *args], check=True, capture_output=True)
 
     def deploy(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, str(self.project / "pipelines" / "deploy.py"), "--state",
+        done = subprocess.run([sys.executable, str(self.project / "tools" / "deploy.py"), "--state",
                                str(self.state), *args], capture_output=True, text=True, env=self.env, timeout=600)
         if done.returncode != 0:
             raise SystemExit(f"deploy {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
@@ -80,7 +80,7 @@ def one_round(args: argparse.Namespace, project: Path, tags: tuple[str, str], en
     from importlib import import_module
 
     package = args.package
-    loadgen = import_module(f"{package}.deploy.loadgen")
+    loadgen = import_module("tools.loadgen")
     checks = import_module(f"{package}.deploy.checks")
     ports = import_module(f"{package}.deploy.runtime").free_ports(3)
 
@@ -116,7 +116,7 @@ def one_round(args: argparse.Namespace, project: Path, tags: tuple[str, str], en
 def build_standins(project: Path, package: str, home: Path) -> tuple[str, str]:
     from importlib import import_module
 
-    standin = import_module(f"{package}.deploy.standin")
+    standin = import_module("support.standin")
     work = home.parent / "standins"
     return (standin.build_standin(work, "bench-a", scale=0.5, bentoml_home=home),
             standin.build_standin(work, "bench-b", scale=0.25, bentoml_home=home))
@@ -174,7 +174,8 @@ def main() -> int:
     project = args.project.resolve()
     if args.package is None:
         args.package = next(p.name for p in (project / "src").iterdir() if (p / "deploy").is_dir())
-    sys.path.insert(0, str(project / "src"))
+    # the library, the tools (load generator) and the test scaffolding (stand-in bentos) of the project
+    sys.path[:0] = [str(project / "src"), str(project), str(project / "tests")]
     from importlib import import_module
 
     try:

@@ -15,7 +15,7 @@ cookiecutter --no-input "$TEMPLATE" -o "$OUT"
 cd "$OUT/fraud-detection"
 echo "== setup: install the project, make the first data version"
 python -m pip install -q -c constraints.txt -e '.[dev]'
-python pipelines/data_version.py --commit
+python tools/data_version.py --commit
 echo "== dvc repro"
 dvc repro
 dvc push -q

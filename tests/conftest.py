@@ -53,7 +53,7 @@ def default_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default bake, installed, with its first data version committed: a user's first minute."""
     project = bake(tmp_path_factory.mktemp("default"))
     install(project)
-    run([sys.executable, "pipelines/data_version.py", "--commit"], cwd=project)
+    run([sys.executable, "tools/data_version.py", "--commit"], cwd=project)
     return project
 
 

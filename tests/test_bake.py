@@ -100,7 +100,7 @@ def test_bake_matrix_renders_every_option(tmp_path: Path, answers: dict[str, str
         assert "runs-on: ubuntu-latest  # training runner" in retrain
     assert answers["license"] in (project / "LICENSE").read_text()
     # params.yaml ships composed from this bake's conf/ (the accelerator changes the trainer group).
-    run([sys.executable, "pipelines/params.py", "--check"], cwd=project)
+    run([sys.executable, "tools/params.py", "--check"], cwd=project)
 
 
 @pytest.mark.slow

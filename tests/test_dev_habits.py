@@ -318,7 +318,7 @@ def test_make_repro_serve_rollout(copy: Path, env: dict[str, str]) -> None:
         status = make("deploy-status", copy, env, timeout=120).stdout
         assert package["bento_tag"] in status
     finally:
-        run([sys.executable, "pipelines/deploy.py", "stop"], cwd=copy, env=env, check=False, timeout=120)
+        run([sys.executable, "tools/deploy.py", "stop"], cwd=copy, env=env, check=False, timeout=120)
 
 
 @pytest.mark.slow

@@ -121,7 +121,7 @@ def test_updated_project_still_passes_its_checks(updated: dict) -> None:
     # The updated project's own code, not whichever copy of the package is installed.
     env = {**TOOLS_ENV, "PYTHONPATH": str(project / "src")}
     run(["ruff", "check", "."], cwd=project, env=env)
-    run([sys.executable, "pipelines/params.py", "--check"], cwd=project, env=env)
+    run([sys.executable, "tools/params.py", "--check"], cwd=project, env=env)
     run(["dvc", "status"], cwd=project, env=env)
     run([sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider",
          *FAST_PROJECT_TESTS], cwd=project, env=env, timeout=600)

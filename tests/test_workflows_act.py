@@ -131,7 +131,7 @@ def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp
     dvc = [sys.executable, "-m", "dvc"]
     run([*dvc, "push", "-q"], cwd=project)  # main's data, as `git push` + the pre-push hook leave it
     run(["git", "checkout", "-q", "-b", "data/v2"], cwd=project)
-    run([sys.executable, "pipelines/data_version.py", "--seed", "2", "--commit"], cwd=project)
+    run([sys.executable, "tools/data_version.py", "--seed", "2", "--commit"], cwd=project)
     run([*dvc, "push", "-q"], cwd=project)
     assert (remote / "files" / "md5").is_dir()
     event = tmp_path / "pull_request.json"

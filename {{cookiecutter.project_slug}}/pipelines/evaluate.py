@@ -7,9 +7,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from {{ cookiecutter.package_name }}.artifact import load_model
-from {{ cookiecutter.package_name }}.cli import run_stage
-from {{ cookiecutter.package_name }}.evaluation import evaluate, load_golden, write_evaluation
+from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate, load_golden, write_evaluation
+from {{ cookiecutter.package_name }}.stage import run_stage
+from {{ cookiecutter.package_name }}.training.artifact import load_model
 
 
 def main(cfg: DictConfig) -> int:

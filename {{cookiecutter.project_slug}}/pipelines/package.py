@@ -10,8 +10,8 @@ import sys
 
 from omegaconf import DictConfig
 
-from {{ cookiecutter.package_name }}.cli import run_stage
-from {{ cookiecutter.package_name }}.packaging import package
+from {{ cookiecutter.package_name }}.release.package import package
+from {{ cookiecutter.package_name }}.stage import run_stage
 
 
 def main(cfg: DictConfig) -> int:

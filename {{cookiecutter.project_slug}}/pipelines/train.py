@@ -10,8 +10,8 @@ import sys
 
 from omegaconf import DictConfig
 
-from {{ cookiecutter.package_name }}.cli import run_stage
-from {{ cookiecutter.package_name }}.training import train
+from {{ cookiecutter.package_name }}.stage import run_stage
+from {{ cookiecutter.package_name }}.training.train import train
 
 
 def main(cfg: DictConfig) -> int:

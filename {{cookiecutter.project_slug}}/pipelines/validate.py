@@ -7,8 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from {{ cookiecutter.package_name }}.cli import run_stage
-from {{ cookiecutter.package_name }}.validation import read_table, validate_frame, write_outputs
+from {{ cookiecutter.package_name }}.data.validation import read_table, validate_frame, write_outputs
+from {{ cookiecutter.package_name }}.stage import run_stage
 
 
 def validate(cfg: DictConfig) -> int:

@@ -11,17 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package_name }}.dataset import generate_golden, generate_transactions
+from {{ cookiecutter.package_name }}.data import generate_golden, generate_transactions
+from {{ cookiecutter.package_name }}.stage import quiet_environment
 
 PROJECT = Path(__file__).resolve().parents[1]
-QUIET = {
-    "DVC_NO_ANALYTICS": "1",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-}
-os.environ.update(QUIET)
+quiet_environment()
 # Commits inside test workspaces are the tests' own bookkeeping: the git hooks `make setup` installs
 # (pre-commit: lint, params drift, DVC) judge the user's commits, not these.
 os.environ.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull})
@@ -78,7 +72,7 @@ def make_workspace(destination: Path, rows: int = 20_000) -> Path:
     run(["dvc", "config", "--local", "cache.dir", str(workspace / ".dvc" / "cache")], workspace)
     run(["dvc", "remote", "add", "--local", "-f", "storage", str(destination / "remote")], workspace)
     run(["dvc", "remote", "default", "--local", "storage"], workspace)
-    run([sys.executable, "pipelines/data_version.py", "--rows", str(rows), "--golden"], workspace)
+    run([sys.executable, "tools/data_version.py", "--rows", str(rows), "--golden"], workspace)
     run(["git", "add", "-A"], workspace)
     run([*git, "commit", "-q", "-m", "test workspace", "--allow-empty"], workspace)
     return workspace

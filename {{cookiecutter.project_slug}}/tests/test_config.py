@@ -12,7 +12,7 @@ from {{ cookiecutter.package_name }}.config import ConfigError, compose_params, 
 
 
 def test_params_yaml_matches_conf() -> None:
-    assert params_drift(PROJECT) == "", "params.yaml drifted from conf/: run `python pipelines/params.py`"
+    assert params_drift(PROJECT) == "", "params.yaml drifted from conf/: run `python tools/params.py`"
 
 
 def test_drift_is_detected(tmp_path: Path) -> None:
@@ -56,5 +56,20 @@ def test_missing_required_value_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_params_file_says_how_to_make_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"pipelines/params\.py"):
+    with pytest.raises(ConfigError, match=r"tools/params\.py"):
         load_config(params_file=tmp_path / "params.yaml")
+
+
+def test_stage_overrides_switch_groups_like_dvc_exp_run() -> None:
+    """`python pipelines/train.py trainer=ddp trainer.num_nodes=2`: the group switch is not lost."""
+    cfg = load_config(["trainer=ddp", "trainer.num_nodes=2"], params_file=PROJECT / "params.yaml")
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 2 and cfg.trainer.accelerator == "gpu"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("trainer.foo=1", "bad override trainer.foo=1"), ("trainer=tpu", "bad override trainer=tpu")],
+)
+def test_overrides_that_cannot_apply_fail_before_anything_runs(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config([override], params_file=PROJECT / "params.yaml")

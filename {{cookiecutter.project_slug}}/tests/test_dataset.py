@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from {{ cookiecutter.package_name }}.dataset import GoldenSchema, TransactionSchema, generate_transactions
-from {{ cookiecutter.package_name }}.dataset.generate import inject_invalid_rows
+from {{ cookiecutter.package_name }}.data import GoldenSchema, TransactionSchema, generate_transactions
+from {{ cookiecutter.package_name }}.data.generate import inject_invalid_rows
 
 
 def test_same_seed_same_bytes() -> None:

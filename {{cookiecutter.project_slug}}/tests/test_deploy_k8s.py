@@ -21,7 +21,7 @@ from {{ cookiecutter.package_name }}.deploy.state import DeployError, Deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / "bentos" / "deployment.yaml"
-DEPLOY = ROOT / "pipelines" / "deploy.py"
+DEPLOY = ROOT / "tools" / "deploy.py"
 BLUE, GREEN = "{{ cookiecutter.package_name }}_service:aaa111", "{{ cookiecutter.package_name }}_service:bbb222"
 SLOT = k8s.SLOT_LABEL
 
@@ -127,7 +127,7 @@ def test_cli_renders_validates_and_detects_drift(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"},
+            env=dict(os.environ),
         )
 
     assert deploy("set", "--bento", BLUE, "--no-verify").returncode == 0

@@ -19,15 +19,15 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from support.standin import SMOKE_ROWS, build_standin
 
-from {{ cookiecutter.package_name }}.deploy.loadgen import LoadRun, summarize
 from {{ cookiecutter.package_name }}.deploy.proxy import nginx_binary
 from {{ cookiecutter.package_name }}.deploy.runtime import free_ports, port_holder
-from {{ cookiecutter.package_name }}.deploy.standin import SMOKE_ROWS, build_standin
 from {{ cookiecutter.package_name }}.deploy.state import DeployError
+from tools.loadgen import LoadRun, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "pipelines" / "deploy.py"
+DEPLOY = ROOT / "tools" / "deploy.py"
 
 
 def _nginx() -> str | None:

@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from {{ cookiecutter.package_name }}.deploy.checks import differences
-from {{ cookiecutter.package_name }}.deploy.loadgen import LoadRun, Sample, percentile, require_loopback, summarize
 from {{ cookiecutter.package_name }}.deploy.proxy import render_conf
 from {{ cookiecutter.package_name }}.deploy.runtime import port_holder, require_free_port
 from {{ cookiecutter.package_name }}.deploy.state import (
@@ -24,10 +23,11 @@ from {{ cookiecutter.package_name }}.deploy.state import (
     update_state_file,
     with_bento,
 )
+from tools.loadgen import LoadRun, Sample, percentile, require_loopback, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / "bentos" / "deployment.yaml"
-DEPLOY = ROOT / "pipelines" / "deploy.py"
+DEPLOY = ROOT / "tools" / "deploy.py"
 TAG_A, TAG_B = "fraud_svc:aaa111", "fraud_svc:bbb222"
 
 

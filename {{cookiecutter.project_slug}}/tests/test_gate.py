@@ -12,7 +12,7 @@ from conftest import PROJECT
 from omegaconf import OmegaConf
 
 from {{ cookiecutter.package_name }}.errors import PipelineError
-from {{ cookiecutter.package_name }}.gate import (
+from {{ cookiecutter.package_name }}.release.gate import (
     GateConfigError,
     _read_json,
     champion_checks,

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from {{ cookiecutter.package_name }}.artifact import ScoringModel, load_model
-from {{ cookiecutter.package_name }}.behaviour import behavioural_checks
-from {{ cookiecutter.package_name }}.model import build_network
-from {{ cookiecutter.package_name }}.preprocessing import Preprocessor
-from {{ cookiecutter.package_name }}.training import best_f1_threshold
+from {{ cookiecutter.package_name }}.evaluation.behaviour import behavioural_checks
+from {{ cookiecutter.package_name }}.training.artifact import ScoringModel, load_model
+from {{ cookiecutter.package_name }}.training.model import build_network
+from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
+from {{ cookiecutter.package_name }}.training.train import best_f1_threshold
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from conftest import make_workspace, run
 
-FAST = [sys.executable, "pipelines/params.py", "debug=fast"]
+FAST = [sys.executable, "tools/params.py", "debug=fast"]
 
 
 def reports(workspace: Path, name: str) -> dict:

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_pr_report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pr_report", ROOT / "pipelines" / "pr_report.py")
+    spec = importlib.util.spec_from_file_location("pr_report", ROOT / "tools" / "pr_report.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["pr_report"] = module

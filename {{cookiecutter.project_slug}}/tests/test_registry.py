@@ -9,10 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from {{ cookiecutter.package_name }}.artifact import ScoringModel
-from {{ cookiecutter.package_name }}.model import build_network
-from {{ cookiecutter.package_name }}.preprocessing import Preprocessor
-from {{ cookiecutter.package_name }}.registry import (
+from {{ cookiecutter.package_name }}.release.registry import (
     CHALLENGER,
     CHAMPION,
     RegistryError,
@@ -20,6 +17,9 @@ from {{ cookiecutter.package_name }}.registry import (
     promote,
     register_challenger,
 )
+from {{ cookiecutter.package_name }}.training.artifact import ScoringModel
+from {{ cookiecutter.package_name }}.training.model import build_network
+from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
 
 
 @pytest.fixture
@@ -82,3 +82,20 @@ def test_promotion_refuses_unknown_or_ungated_versions_and_needs_an_approver(set
     MlflowClient().set_model_version_tag("registry-test", version, "gate_passed", "false")
     with pytest.raises(RegistryError, match="did not pass the gate"):
         promote(cfg, version, approved_by="alice")
+
+
+def test_the_registered_model_ships_scoring_code_only(setup, transactions: pd.DataFrame) -> None:
+    """The pyfunc carries what scores a row, not the deploy, release, serving or test code of the project."""
+    import mlflow
+
+    cfg, path, example = setup
+    version = register_challenger(cfg, path, example, {"passed": True}, {})
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/registry-test/{version}"))
+    shipped = {p.relative_to(local).as_posix() for p in local.rglob("*.py")}
+    code = sorted(name for name in shipped if name.startswith("code/"))
+    assert any(name.endswith("training/artifact.py") for name in code), code
+    for unwanted in ("deploy/", "release/", "serving/", "tests/", "tools/", "benchmarks/", "standin", "loadgen"):
+        assert not [name for name in code if unwanted in name], f"{unwanted} shipped with the model: {code}"
+    loaded = mlflow.pyfunc.load_model(f"models:/registry-test/{version}")
+    scores = loaded.predict(transactions.drop(columns=["is_fraud"]).head(5))
+    assert len(scores) == 5

@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 from {{ cookiecutter.package_name }}.deploy.checks import wait_ready
 from {{ cookiecutter.package_name }}.deploy.runtime import free_ports
-from {{ cookiecutter.package_name }}.serving import Transaction, request_model
+from {{ cookiecutter.package_name }}.serving.api import Transaction, request_model
 
 
 def body(golden: pd.DataFrame, rows: int = 3) -> dict[str, Any]:
-    from {{ cookiecutter.package_name }}.packaging import request_body
+    from {{ cookiecutter.package_name }}.release.package import request_body
 
     return request_body(golden.head(rows))
 
@@ -75,7 +75,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from conftest import make_workspace
 
     workspace = make_workspace(tmp_path_factory.mktemp("serving"), rows=20_000)
-    run([sys.executable, "pipelines/params.py", "debug=fast"], workspace)
+    run([sys.executable, "tools/params.py", "debug=fast"], workspace)
     run(["dvc", "repro"], workspace, timeout=900)
     return workspace
 
@@ -84,7 +84,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_service_in_process(packaged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENTOML_HOME", str(packaged / "tmp" / "bentoml"))
     script = (
-        "import asyncio, json; from {{ cookiecutter.package_name }}.service import FraudDetector, PredictRequest\n"
+        "import asyncio, json; from {{ cookiecutter.package_name }}.serving.service import FraudDetector, PredictRequest\n"
         "service = FraudDetector.inner(); assert service.__is_ready__()\n"
         "smoke = json.load(open('bentos/smoke_requests.json'))['requests'][0]\n"
         "request = PredictRequest(**smoke['body'])\n"

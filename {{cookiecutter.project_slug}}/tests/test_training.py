@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import make_workspace, run
 
-from {{ cookiecutter.package_name }}.artifact import load_model
+from {{ cookiecutter.package_name }}.training.artifact import load_model
 
 TRAIN = [sys.executable, "pipelines/train.py"]
 
@@ -22,7 +22,7 @@ TRAIN = [sys.executable, "pipelines/train.py"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workspace = make_workspace(tmp_path_factory.mktemp("training"), rows=12_000)
-    run([sys.executable, "pipelines/params.py", "debug=fast"], workspace)
+    run([sys.executable, "tools/params.py", "debug=fast"], workspace)
     run([sys.executable, "pipelines/validate.py"], workspace)
     return workspace
 

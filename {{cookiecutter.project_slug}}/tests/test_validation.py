@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package_name }}.validation import (
+from {{ cookiecutter.package_name }}.data.validation import (
     REASONS_COLUMN,
     DataFileError,
     read_table,

@@ -212,7 +212,7 @@ def test_release_deploys_through_the_production_environment() -> None:
         assert (environment["name"] if isinstance(environment, dict) else environment) == "production"
     assert "build" in jobs["deploy"]["needs"]
     commands = "\n".join(step.get("run", "") for step in jobs["deploy"]["steps"])
-    for command in ("pipelines/promote.py", "pipelines/deploy.py set", "pipelines/deploy.py apply"):
+    for command in ("tools/promote.py", "tools/deploy.py set", "tools/deploy.py apply"):
         assert command in commands
 
 
@@ -228,9 +228,9 @@ def compose(folder: Path, accelerator: str, *overrides: str) -> dict[str, Any]:
     text, found = re.subn(r"(?m)^(\s*- trainer:) *\w+", rf"\1 {accelerator}", config.read_text(encoding="utf-8"))
     assert found == 1, "conf/config.yaml names no trainer default"
     config.write_text(text, encoding="utf-8")
-    (folder / "pipelines").mkdir()
-    shutil.copy(ROOT / "pipelines" / "params.py", folder / "pipelines")
-    subprocess.run([sys.executable, "pipelines/params.py", *overrides], cwd=folder, check=True, capture_output=True)
+    (folder / "tools").mkdir()
+    shutil.copy(ROOT / "tools" / "params.py", folder / "tools")
+    subprocess.run([sys.executable, "tools/params.py", *overrides], cwd=folder, check=True, capture_output=True)
     return yaml.safe_load((folder / "params.yaml").read_text(encoding="utf-8"))
 
 

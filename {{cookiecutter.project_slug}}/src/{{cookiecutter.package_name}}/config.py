@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import PipelineError
@@ -66,19 +66,34 @@ def params_drift(root: Path = Path(".")) -> str:
 
 
 def load_config(overrides: list[str] | None = None, params_file: Path = PARAMS_FILE) -> DictConfig:
-    """params.yaml plus `key=value` overrides, checked for missing and mistyped values."""
-    if not params_file.exists():
-        raise ConfigError(f"{params_file} not found: run `python pipelines/params.py` to compose it from conf/")
-    cfg = OmegaConf.load(params_file)
-    try:
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as error:
-        raise ConfigError(f"bad override {overrides}: {error}") from error
+    """params.yaml, or with overrides conf/ composed by Hydra (group switches honoured), checked for bad values.
+
+    Overrides use Hydra's grammar, as `dvc exp run -S` does: `trainer=ddp trainer.num_nodes=2` switches
+    the trainer group, then sets a key in it. A run with overrides is not tracked by DVC; prefer
+    `dvc exp run -S ...` for results you keep.
+    """
+    cfg: DictConfig | ListConfig
+    if overrides:
+        cfg = _compose(list(overrides), params_file.parent)
+    else:
+        if not params_file.exists():
+            raise ConfigError(f"{params_file} not found: run `python tools/params.py` to compose it from conf/")
+        cfg = OmegaConf.load(params_file)
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{params_file} must hold a mapping at the top level")
     check_config(cfg)
     return cfg
+
+
+def _compose(overrides: list[str], root: Path) -> DictConfig | ListConfig:
+    from hydra.errors import HydraException
+
+    try:
+        composed = yaml.safe_load(compose_params(overrides, root=root))
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"bad override {' '.join(overrides)}: {reason}") from error
+    return OmegaConf.create(composed)
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -5,7 +5,7 @@
 - `k8s`: render the same state as Kubernetes manifests for Argo CD or Flux.
 - `loadgen`: a bounded loopback load generator to measure a switch.
 
-The CLI is `pipelines/deploy.py`.
+The CLI is `tools/deploy.py`.
 """
 
 from .state import DeployError, DeploymentState, load_state

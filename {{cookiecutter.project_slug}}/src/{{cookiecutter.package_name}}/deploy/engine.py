@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from ..stage import TELEMETRY_OFF
 from . import runtime as rt
 from .checks import BentoInfo, bento_info, run_smoke, wait_ready
 from .proxy import Nginx, nginx_binary
@@ -122,7 +123,7 @@ class LocalEngine:
         process = rt.spawn(
             bento_command(bento.tag, port),
             log_path,
-            env={"BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "true"},
+            env=dict(TELEMETRY_OFF),
         )
         return SlotRuntime(
             bento=bento.tag,

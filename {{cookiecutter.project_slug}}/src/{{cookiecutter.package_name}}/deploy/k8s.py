@@ -14,9 +14,10 @@ from typing import Any
 
 import yaml
 
+from ..stage import TELEMETRY_OFF
 from .state import SLOTS, DeployError, DeploymentState, Kubernetes, SlotName, other
 
-HEADER = "# Rendered by `python pipelines/deploy.py render-k8s` from bentos/deployment.yaml. Do not edit.\n"
+HEADER = "# Rendered by `python tools/deploy.py render-k8s` from bentos/deployment.yaml. Do not edit.\n"
 SLOT_LABEL = "gitops-ml/slot"
 DEFAULT_K8S_VERSION = "1.30.0"
 
@@ -54,7 +55,7 @@ def deployment(app: str, slot: SlotName, tag: str, k8s: Kubernetes, replicas: in
         "image": f"{k8s.image}:{version}",
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "http", "containerPort": k8s.container_port, "protocol": "TCP"}],
-        "env": [{"name": "BENTOML_DO_NOT_TRACK", "value": "true"}],
+        "env": [{"name": name, "value": value} for name, value in TELEMETRY_OFF.items()],
         "startupProbe": _probe("/livez", 5, 60),
         "readinessProbe": _probe("/readyz", 5, 3),
         "livenessProbe": _probe("/livez", 10, 3),

@@ -52,7 +52,7 @@ def render_conf(prefix: Path, listen_port: int, upstream_port: int, slot: SlotNa
     """The whole nginx.conf: loopback only, one upstream (the live slot), keep-alive both ways."""
     p = prefix.resolve()
     lines = [
-        "# Written by the deploy engine (pipelines/deploy.py) on every switch; edits are overwritten.",
+        "# Written by the deploy engine (tools/deploy.py) on every switch; edits are overwritten.",
         "daemon off;",
         "worker_processes 1;",
         f"pid {p}/nginx.pid;",

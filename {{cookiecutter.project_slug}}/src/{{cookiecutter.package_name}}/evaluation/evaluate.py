@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 from pandera.errors import SchemaErrors
 
-from .artifact import ScoringModel
+from ..data import GoldenSchema, slice_masks
+from ..data.schema import ID_COLUMN, LABEL_COLUMN, SLICE_COLUMN
+from ..data.validation import read_table
+from ..errors import PipelineError
+from ..training.artifact import ScoringModel
 from .behaviour import behavioural_checks
-from .dataset import GoldenSchema, slice_masks
-from .dataset.schema import ID_COLUMN, LABEL_COLUMN, SLICE_COLUMN
-from .errors import PipelineError
 from .metrics import classification_metrics, plot_data
-from .validation import read_table
 
 
 class GoldenSetError(PipelineError):

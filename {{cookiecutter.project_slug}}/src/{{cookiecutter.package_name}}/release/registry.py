@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from .errors import PipelineError
-from .tracking import configure, log_model
+from ..errors import PipelineError
+from ..training.tracking import configure, log_model
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 
@@ -36,7 +36,7 @@ def register_challenger(
     """Log the approved artifact, register it as a new version and point `challenger` at it."""
     import mlflow
 
-    from .artifact import load_model
+    from ..training.artifact import load_model
 
     if not gate_report.get("passed"):
         raise RegistryError("refusing to register a model whose gate did not pass")

@@ -18,8 +18,8 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig
 
-from .artifact import load_model
-from .errors import PipelineError
+from ..errors import PipelineError
+from ..training.artifact import load_model
 
 log = logging.getLogger(__name__)
 SOURCES = ("auto", "registry", "git", "none")
@@ -53,7 +53,7 @@ def from_registry(cfg: DictConfig) -> Champion | None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from .tracking import configure
+    from ..training.tracking import configure
 
     configure(cfg)
     name = str(cfg.logger.registered_model_name)

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
-from .artifact import ScoringModel
-from .dataset.schema import ID_COLUMN, LABEL_COLUMN, TransactionSchema
+from ..data.schema import ID_COLUMN, LABEL_COLUMN, TransactionSchema
+from ..training.artifact import ScoringModel
 
 MODEL_NAME = "{{ cookiecutter.project_slug }}-model"  # the BentoML model store name
 MODEL_FILE = "model.pt"

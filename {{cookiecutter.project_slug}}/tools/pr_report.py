@@ -1,7 +1,7 @@
 """Write the retrain workflow's pull-request comment: metrics vs the base branch, the gate, the plots.
 
-    python pipelines/pr_report.py --base-rev main -o reports/pr_report.md
-    python pipelines/pr_report.py --base-rev "$BASE" --dvc-diff reports/metrics_diff.md \\
+    python tools/pr_report.py --base-rev main -o reports/pr_report.md
+    python tools/pr_report.py --base-rev "$BASE" --dvc-diff reports/metrics_diff.md \\
         --outcome failure --run-url "$RUN_URL" -o reports/pr_report.md
 
 Reads reports/metrics.json, gate.json, validation.json and package.json from the work tree (any may

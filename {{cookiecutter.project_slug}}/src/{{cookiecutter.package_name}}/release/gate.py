@@ -17,7 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from sklearn import metrics as skm
 
-from .errors import PipelineError
+from ..errors import PipelineError
 
 METRIC_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "roc_auc": lambda y, s: float(skm.roc_auc_score(y, s)),
@@ -213,11 +213,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def run_gate(cfg: DictConfig) -> dict[str, Any]:
     """Judge the candidate; return the reports/gate.json document."""
+    from ..data import slice_masks
+    from ..data.schema import ID_COLUMN, LABEL_COLUMN
+    from ..evaluation.evaluate import load_golden
+    from ..lineage import file_md5
     from .champion import resolve_champion
-    from .dataset import slice_masks
-    from .dataset.schema import ID_COLUMN, LABEL_COLUMN
-    from .evaluation import load_golden
-    from .lineage import file_md5
 
     reports = Path(cfg.paths.reports)
     metrics = _read_json(reports / "metrics.json")

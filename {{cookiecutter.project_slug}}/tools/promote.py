@@ -1,7 +1,7 @@
 """Make a gate-passed model version the champion (run by the release workflow after approval).
 
-python pipelines/promote.py --version 3 --approved-by alice
-python pipelines/promote.py --show          # which versions hold `challenger` and `champion`
+python tools/promote.py --version 3 --approved-by alice
+python tools/promote.py --show          # which versions hold `challenger` and `champion`
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 
 from omegaconf import DictConfig
 
-from {{ cookiecutter.package_name }}.cli import run_stage
-from {{ cookiecutter.package_name }}.registry import CHALLENGER, CHAMPION, aliased_version, promote
+from {{ cookiecutter.package_name }}.release.registry import CHALLENGER, CHAMPION, aliased_version, promote
+from {{ cookiecutter.package_name }}.stage import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,14 +13,14 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from .artifact import ScoringModel, load_model
+from ..data.schema import LABEL_COLUMN, SLICE_COLUMN
+from ..errors import PipelineError
+from ..evaluation.evaluate import load_golden
+from ..lineage import file_md5, git_commit
+from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, predict_rows, to_frame
+from ..training.artifact import ScoringModel, load_model
 from .card import render_card
-from .dataset.schema import LABEL_COLUMN, SLICE_COLUMN
-from .errors import PipelineError
-from .evaluation import load_golden
-from .lineage import file_md5, git_commit
 from .registry import register_challenger
-from .serving import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, predict_rows, to_frame
 
 BENTO_DIR = Path("bentos")
 # Files the package stage writes into the bento build context (git-ignored there).
@@ -62,7 +62,7 @@ def smoke_requests(model: ScoringModel, golden: pd.DataFrame, model_tag: str) ->
 
 
 def to_frame_from_body(body: dict[str, Any]) -> pd.DataFrame:
-    from .serving import request_model
+    from ..serving.api import request_model
 
     return to_frame(request_model(len(body["transactions"]))(**body).transactions)  # type: ignore[attr-defined]
 

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 from pandera.errors import SchemaErrors
 
-from .dataset.schema import TransactionSchema
-from .errors import PipelineError
+from ..errors import PipelineError
+from .schema import TransactionSchema
 
 REASONS_COLUMN = "quarantine_reasons"
 # Pandera checks that judge the whole frame rather than single rows.

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .dataset.schema import ID_COLUMN, LABEL_COLUMN, SLICE_COLUMN
+from ..data.schema import ID_COLUMN, LABEL_COLUMN, SLICE_COLUMN
 
 Scorer = Callable[[pd.DataFrame], np.ndarray]
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .dataset import CATEGORICAL_FEATURES, NUMERIC_FEATURES, derive_features
+from ..data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, derive_features
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """Blue-green deployment driven by git: bentos/deployment.yaml is the desired state, this applies it.
 
-    python pipelines/deploy.py set [--bento TAG] [--commit]  # TAG (default: reports/package.json) -> idle
-    python pipelines/deploy.py apply                         # start, /readyz, smoke, then switch nginx
-    python pipelines/deploy.py status [--json]               # both slots, bentos, model versions, live
-    python pipelines/deploy.py rollback [--commit]           # live back to the other slot (a switch in grace)
-    git revert <release commit> && python pipelines/deploy.py apply   # the GitOps rollback, from history
-    python pipelines/deploy.py render-k8s -o deploy/k8s [--check]  # Deployments + Services for Argo CD / Flux
-    python pipelines/deploy.py loadtest --requests 3000 --seconds 60 [--during "CMD"]
-    python pipelines/deploy.py stop                          # stop the proxy and both slots
+    python tools/deploy.py set [--bento TAG] [--commit]  # TAG (default: reports/package.json) -> idle
+    python tools/deploy.py apply                         # start, /readyz, smoke, then switch nginx
+    python tools/deploy.py status [--json]               # both slots, bentos, model versions, live
+    python tools/deploy.py rollback [--commit]           # live back to the other slot (a switch in grace)
+    git revert <release commit> && python tools/deploy.py apply   # the GitOps rollback, from history
+    python tools/deploy.py render-k8s -o deploy/k8s [--check]  # Deployments + Services for Argo CD / Flux
+    python tools/deploy.py loadtest --requests 3000 --seconds 60 [--during "CMD"]
+    python tools/deploy.py stop                          # stop the proxy and both slots
 
 Exit status 2 with one clear line when a deployment cannot go ahead; traffic then stays where it was.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shlex
 import subprocess
 import sys
@@ -33,10 +32,10 @@ from {{ cookiecutter.package_name }}.deploy.state import (
     update_state_file,
     with_bento,
 )
+from {{ cookiecutter.package_name }}.stage import quiet_environment
 
 ROOT = Path(__file__).resolve().parents[1]
-for _name, _value in (("BENTOML_DO_NOT_TRACK", "true"), ("DO_NOT_TRACK", "true")):
-    os.environ.setdefault(_name, _value)
+quiet_environment()
 
 
 def packaged_bento(report: Path) -> str:
@@ -74,7 +73,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     if args.commit:
         git_commit(args.state, f"deploy: {tag} -> {slot}" + (f" (live: {live})" if live == slot else " (preview)"))
     else:
-        print("next: commit it (git commit -am 'deploy ...'), then `python pipelines/deploy.py apply`")
+        print("next: commit it (git commit -am 'deploy ...'), then `python tools/deploy.py apply`")
     return 0
 
 
@@ -151,8 +150,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
+    from loadgen import LoadRun, summarize
+
     from {{ cookiecutter.package_name }}.deploy.checks import bento_info, load_smoke_requests
-    from {{ cookiecutter.package_name }}.deploy.loadgen import LoadRun, summarize
     from {{ cookiecutter.package_name }}.deploy.runtime import Runtime
 
     runtime = Runtime.load(LocalEngine(args.state).state_dir)
@@ -232,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--rate", type=float, default=200.0, help="requests per second (0: as fast as possible)")
-    p.add_argument("--during", help="a command to run under load, e.g. 'python pipelines/deploy.py apply'")
+    p.add_argument("--during", help="a command to run under load, e.g. 'python tools/deploy.py apply'")
     p.set_defaults(func=cmd_loadtest)
     return top
 

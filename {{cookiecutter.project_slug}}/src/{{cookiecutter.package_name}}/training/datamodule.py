@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .dataset import LABEL_COLUMN
+from ..data import LABEL_COLUMN
 from .preprocessing import Preprocessor
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from .lineage import environment, git_commit
+from ..lineage import environment, git_commit
 
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import MLFlowLogger
@@ -70,7 +70,7 @@ def log_model(model: ScoringModel, model_path: Path, example: pd.DataFrame) -> s
     """Log the artifact as an MLflow pyfunc (preprocessing included) into the active run; return its URI."""
     import mlflow
 
-    from .mlflow_model import FraudPyfunc, package_dir
+    from .mlflow_model import FraudPyfunc, scoring_code
 
     # MLflow warns about pickled python models and integer columns on every call: known and
     # intended here (the package is shipped as code, integers are never missing after validation).
@@ -78,13 +78,13 @@ def log_model(model: ScoringModel, model_path: Path, example: pd.DataFrame) -> s
     level = mlflow_log.level
     mlflow_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as scratch:
             warnings.simplefilter("ignore")
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT_NAME,
                 python_model=FraudPyfunc(),
                 artifacts={"model": str(model_path)},
-                code_paths=[str(package_dir())],
+                code_paths=[str(scoring_code(Path(scratch)))],
                 input_example=example,
                 pip_requirements=pip_requirements(),
             )
@@ -104,7 +104,7 @@ def log_training_run(
     """Metrics, lineage tags, environment and the model itself, in the run the trainer logged to."""
     import mlflow
 
-    from .dataset import LABEL_COLUMN
+    from ..data import LABEL_COLUMN
 
     with mlflow.start_run(run_id=logger.run_id):
         mlflow.log_metrics({f"final/{k}": float(v) for k, v in metrics.items()})

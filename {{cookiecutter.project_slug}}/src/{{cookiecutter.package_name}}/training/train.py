@@ -19,10 +19,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from ..errors import PipelineError
+from ..lineage import data_versions, environment, git_commit
 from .artifact import ScoringModel
 from .datamodule import TransactionsDataModule
-from .errors import PipelineError
-from .lineage import data_versions, environment, git_commit
 from .model import FraudClassifier
 from .tracking import log_training_run, mlflow_logger
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .proxy import SLOT_HEADER
+from {{ cookiecutter.package_name }}.deploy.proxy import SLOT_HEADER
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 

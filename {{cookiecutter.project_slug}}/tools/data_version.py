@@ -1,11 +1,11 @@
 """Make a new version of the raw data (and, once, the golden set) and track it with DVC.
 
-    python pipelines/data_version.py                          # first version: 100k rows, seed 1
-    python pipelines/data_version.py --seed 2 --drift 0.3     # a shifted population
-    python pipelines/data_version.py --seed 2 --commit        # ...and commit the .dvc pointers
+    python tools/data_version.py                          # first version: 100k rows, seed 1
+    python tools/data_version.py --seed 2 --drift 0.3     # a shifted population
+    python tools/data_version.py --seed 2 --commit        # ...and commit the .dvc pointers
 
 Committing the changed `data/raw/*.dvc` pointer is a data-version commit: CI retrains on it.
-Replace `generate_transactions` in src/{{ cookiecutter.package_name }}/dataset/ to pull real data instead.
+Replace `generate_transactions` in src/{{ cookiecutter.package_name }}/data/ to pull real data instead.
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from {{ cookiecutter.package_name }}.dataset import generate_golden, generate_transactions
-from {{ cookiecutter.package_name }}.dataset.generate import inject_invalid_rows
+from {{ cookiecutter.package_name }}.data import generate_golden, generate_transactions
+from {{ cookiecutter.package_name }}.data.generate import inject_invalid_rows
 
 
 def run(*command: str) -> None:
     """Run a step with its output shown; a failure ends the tool with one line, not a traceback."""
     print("$", " ".join(command))
     if subprocess.run(command).returncode != 0:
-        raise SystemExit(f"ERROR: `{' '.join(command)}` failed (see above); `python tools/init_project.py` sets up "
-                         "git and DVC where they are missing")
+        raise SystemExit(
+            f"ERROR: `{' '.join(command)}` failed (see above); `python tools/init_project.py` sets up "
+            "git and DVC where they are missing"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

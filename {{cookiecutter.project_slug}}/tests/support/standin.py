@@ -90,7 +90,7 @@ def build_standin(
         f'labels:\n  model_version: "standin-{version}"\n'
         "python:\n  lock_packages: false\n"
     )
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+    env = dict(os.environ)
     if bentoml_home is not None:
         env["BENTOML_HOME"] = str(bentoml_home)
     built = subprocess.run(

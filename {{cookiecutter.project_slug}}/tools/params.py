@@ -1,8 +1,8 @@
 """Compose conf/ into params.yaml, or check that they agree.
 
-python pipelines/params.py                    # write params.yaml from conf/
-python pipelines/params.py trainer=gpu        # with Hydra overrides
-python pipelines/params.py --check            # exit 1 and show the diff when they drift
+python tools/params.py                    # write params.yaml from conf/
+python tools/params.py trainer=gpu        # with Hydra overrides
+python tools/params.py --check            # exit 1 and show the diff when they drift
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         drift = params_drift()
         if drift:
             print(
-                "params.yaml does not match conf/. Edit conf/, then run `python pipelines/params.py`.\n" + drift,
+                "params.yaml does not match conf/. Edit conf/, then run `python tools/params.py`.\n" + drift,
                 file=sys.stderr,
             )
             return 1

@@ -8,8 +8,8 @@ from typing import Any
 
 import bentoml
 
-from .artifact import load_model
-from .serving import (
+from ..training.artifact import load_model
+from .api import (
     EXAMPLE_FILE,
     MODEL_FILE,
     MODEL_NAME,

@@ -1,0 +1,1 @@
+"""Judge a model on the golden set: metrics overall and per slice, plots, behavioural checks."""

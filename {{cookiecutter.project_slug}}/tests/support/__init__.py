@@ -1,0 +1,1 @@
+"""Test scaffolding: stand-in bentos for the deploy tests."""
