@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +44,30 @@ def run(command: list[str] | str, cwd: Path, timeout: float = 900, check: bool =
     return result
 
 
-def install(project: Path) -> None:
-    """`pip install -e '.[dev]'` into this interpreter, pinned by the project's constraints."""
-    run([sys.executable, "-m", "pip", "install", "-q", "-c", "constraints.txt", "-e", ".[dev]"], cwd=project)
+def layered_env(project: Path) -> Path:
+    """The project installed (`pip install -e '.[dev]'`) into a venv of its own; return that venv's python.
+
+    The venv sees this environment's packages through a .pth file, so nothing is downloaded, and the
+    editable install lands in the project's venv only: the template's environment, and any project
+    a user installed into it, are left as they were.
+    """
+    venv = project.parent / f"{project.name}-venv"
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        (Path(purelib) / "zz_template_env.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n",
+                                                         encoding="utf-8")
+    python = venv / "bin" / "python"
+    run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", "."], cwd=project)
+    return python
 
 
 @pytest.fixture(scope="session")
 def default_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default bake, installed, with its first data version committed: a user's first minute."""
     project = bake(tmp_path_factory.mktemp("default"))
-    install(project)
+    layered_env(project)
     run([sys.executable, "tools/data_version.py", "--commit"], cwd=project)
     return project
 
@@ -61,8 +76,7 @@ def default_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def project_copy(default_project: Path, tmp_path: Path) -> Path:
     """A private copy of the default project (git, DVC cache and data included) for tests that change it.
 
-    The package stays installed from `default_project`'s src/: edit code in the copy and the
-    change does not take effect.
+    Commands run through `run` import the copy's own src/ first (PYTHONPATH).
     """
     import shutil
 

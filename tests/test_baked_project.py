@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+
 from conftest import run
 
 
@@ -28,3 +29,4 @@ def test_dvc_repro_runs_the_shipped_pipeline_then_is_a_no_op(project_copy: Path)
     assert package["gate_passed"] is True and package["bento_tag"]
     second = run(["dvc", "repro"], cwd=project_copy)
     assert "Running stage" not in second.stdout
+

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import bake, run
+from conftest import bake, layered_env, run
 
-PACKAGE = "fraud_detection"
+PROJECT_PYTHON: dict[Path, Path] = {}
 TARGETS = ("setup", "test", "lint", "params", "repro", "data", "serve", "rollout", "rollback", "deploy-status",
            "ci-local")
 
@@ -41,28 +41,17 @@ def env() -> dict[str, str]:
             "MYPY_CACHE_DIR": str(MYPY_CACHE)}
 
 
-def installed_project() -> Path | None:
-    """The project the package is currently installed (editable) from, if any."""
-    found = subprocess.run([sys.executable, "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"],
-                           capture_output=True, text=True)
-    return Path(found.stdout.strip()).parents[2] if found.returncode == 0 else None
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Iterator[Path]:
-    """A fresh bake after `make setup`: installed from here, first data version committed, hooks installed.
+    """A fresh bake after `make setup`: first data version committed, hooks installed.
 
-    `make setup` installs this project into the running environment; afterwards the install other
-    tests rely on (the session's default project) is put back.
+    `make setup` installs the project into a venv of its own (layered over this environment, so
+    nothing is downloaded), as a user installs it into theirs; this environment is not touched.
     """
-    before = installed_project()
     baked = bake(tmp_path_factory.mktemp("habits"))
-    try:
-        run(["make", "setup", f"PYTHON={sys.executable}"], cwd=baked, env=env, timeout=900)
-        yield baked
-    finally:
-        if before is not None and before.exists() and before != baked:
-            run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(before)], cwd=before)
+    PROJECT_PYTHON[baked] = layered_env(baked)
+    run(["make", "setup", f"PYTHON={PROJECT_PYTHON[baked]}"], cwd=baked, env=env, timeout=900)
+    yield baked
 
 
 @pytest.fixture
@@ -73,9 +62,15 @@ def copy(project: Path, tmp_path: Path) -> Path:
     return target
 
 
+def project_python() -> Path:
+    """The module project's own interpreter (its venv); copies of the project use it too."""
+    (python,) = PROJECT_PYTHON.values()
+    return python
+
+
 def make(target: str, cwd: Path, env: dict[str, str], *variables: str, timeout: float = 900,
          check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(["make", target, f"PYTHON={sys.executable}", *variables], cwd=cwd, env=env, timeout=timeout,
+    return run(["make", target, f"PYTHON={project_python()}", *variables], cwd=cwd, env=env, timeout=timeout,
                check=check)
 
 
@@ -100,10 +95,7 @@ def test_make_setup_again_is_harmless(project: Path, copy: Path, env: dict[str, 
     """A second `make setup` (or a teammate's first, on a clone) fetches the data instead of making more."""
     head = git(copy, "rev-parse", "HEAD")
     (copy / "data" / "raw" / "transactions.parquet").unlink()
-    try:
-        make("setup", copy, env, timeout=900)
-    finally:  # the copy is installed now: back to the module's project
-        run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(project)], cwd=project)
+    make("setup", copy, env, timeout=900)
     assert (copy / "data" / "raw" / "transactions.parquet").is_file()
     assert git(copy, "rev-parse", "HEAD") == head
     assert git(copy, "status", "--porcelain") == ""
@@ -295,7 +287,7 @@ def test_make_repro_serve_rollout(copy: Path, env: dict[str, str]) -> None:
     assert package["gate_passed"] and package["bento_tag"]
 
     port = free_port()
-    server = subprocess.Popen(["make", "serve", f"PYTHON={sys.executable}", f"PORT={port}"], cwd=copy,
+    server = subprocess.Popen(["make", "serve", f"PYTHON={project_python()}", f"PORT={port}"], cwd=copy,
                               env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
     try:

@@ -23,7 +23,7 @@ from conftest import TEMPLATE, bake, run
 
 WORKFLOW_SOURCES = sorted((TEMPLATE / "{{cookiecutter.project_slug}}" / ".github" / "workflows").glob("*.yml"))
 ACTION_SOURCES = sorted((TEMPLATE / "{{cookiecutter.project_slug}}" / ".github" / "actions").glob("*/action.yml"))
-JOBS = {("ci", "lint"), ("ci", "test"), ("retrain", "train"), ("retrain", "comment"), ("release", "build"),
+JOBS = {("ci", "lint"), ("ci", "test"), ("ci", "slow-test"), ("retrain", "train"), ("retrain", "comment"), ("release", "build"),
         ("release", "deploy"), ("release", "rollback")}
 REPORT_MARKER = "<!-- retrain-report -->"
 
@@ -112,16 +112,19 @@ def test_act_runs_ci_lint(project_copy: Path, tmp_path: Path) -> None:
     assert_succeeded(result, ["pre-commit"])
 
 
-@pytest.mark.slow
+@pytest.mark.proof
 def test_act_runs_all_of_ci(project_copy: Path, tmp_path: Path) -> None:
-    """The whole `ci` workflow: pre-commit and the project's fast test tier, notebook included (~6 min)."""
+    """The whole `ci` workflow: pre-commit, the fast tier (notebook included) and the slow tier (real bentos, nginx)."""
     remote = project_copy.parent / f"{project_copy.name}-dvc-remote"
     run([sys.executable, "-m", "dvc", "push", "-q"], cwd=project_copy)
     result = act(project_copy, tmp_path / "act", "pull_request", "-e", ".github/events/pull_request.json",
                  "-W", ".github/workflows/ci.yml", "-s", f"DVC_REMOTE_URL={remote}",
-                 "--env", f"BENTOML_HOME={tmp_path / 'bentoml'}", timeout=1800)
-    assert_succeeded(result, ["pre-commit", "tests"])
+                 "--env", f"BENTOML_HOME={tmp_path / 'bentoml'}", timeout=2700)
+    assert_succeeded(result, ["pre-commit", "tests", "slow tests"])
     assert "dvc pull failed" not in result.stdout, "the tests job could not pull the data versions"
+    slow_job = [line for line in result.stdout.splitlines() if "/slow tests" in line]
+    assert any(re.search(r"\d+ passed", line) for line in slow_job), "the slow tier ran no test"
+    assert not any(re.search(r"\d+ skipped", line) for line in slow_job), "a proof in the slow tier was skipped"
 
 
 def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp_path: Path) -> None:
@@ -155,7 +158,7 @@ def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp
     assert f"compared with `main ({git_sha(project, 'main')[:7]})`" in body
 
 
-@pytest.mark.slow
+@pytest.mark.proof
 def test_act_runs_the_release_build(project_copy: Path, tmp_path: Path) -> None:
     """`release` by hand, build job only (act has no approval gate): the pipeline up to a built bento."""
     project = project_copy

@@ -82,3 +82,12 @@ def make_workspace(destination: Path, rows: int = 20_000) -> Path:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One project copy shared by the tests of a module (they run its stages in order)."""
     return make_workspace(tmp_path_factory.mktemp("workspace"))
+
+
+@pytest.fixture(scope="session")
+def packaged_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project copy taken through the whole pipeline (fast config): a real bento in its own store."""
+    workspace = make_workspace(tmp_path_factory.mktemp("packaged"), rows=20_000)
+    run([sys.executable, "tools/params.py", "debug=fast"], workspace)
+    run(["dvc", "repro"], workspace, timeout=900)
+    return workspace
