@@ -7,14 +7,17 @@ python pipelines/train.py train.resume=true     # continue a killed run from its
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package_name }}.cli import run_stage
 from {{ cookiecutter.package_name }}.training import train
+from {{ cookiecutter.package_name }}.validation import require_validated
 
 
 def main(cfg: DictConfig) -> int:
+    require_validated(Path(cfg.paths.reports) / "validation.json", Path(cfg.paths.validated))
     train(cfg)
     return 0
 
