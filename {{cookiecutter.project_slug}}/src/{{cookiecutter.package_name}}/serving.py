@@ -102,7 +102,9 @@ def custom_check_failures(frame: pd.DataFrame, limit: int = 10) -> list[str]:
     for column, check in [*CUSTOM_CHECKS, (TIME_COLUMN, not_in_future(pd.Timestamp.now(tz="UTC")))]:
         passed = check(frame[column]).check_output
         for row in (~passed).to_numpy().nonzero()[0][:limit]:
-            problems.append(f"transactions[{row}].{column}: fails {check.error or check.name} ({frame[column].iloc[row]})")
+            problems.append(
+                f"transactions[{row}].{column}: fails {check.error or check.name} ({frame[column].iloc[row]})"
+            )
     return problems
 
 

@@ -221,8 +221,8 @@ def _parser(dtype: pl.DataType | None) -> Callable[[pl.Expr], pl.Expr] | None:
     if dtype.is_float():
         return lambda c: c.str.strip_chars().cast(dtype, strict=False)
     if dtype == pl.Boolean():
-        return lambda c: c.str.strip_chars().str.to_lowercase().replace_strict(
-            BOOLEAN_TEXT, default=None, return_dtype=pl.Boolean
+        return lambda c: (
+            c.str.strip_chars().str.to_lowercase().replace_strict(BOOLEAN_TEXT, default=None, return_dtype=pl.Boolean)
         )
     if isinstance(dtype, pl.Datetime):
         return lambda c: pl.coalesce(
