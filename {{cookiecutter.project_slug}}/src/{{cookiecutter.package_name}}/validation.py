@@ -384,9 +384,9 @@ def validate_frame(
         frame_errors=frame_errors,
         quarantine_share=share,
         max_quarantine_share=max_quarantine_share,
-        as_of=str(as_utc(as_of)),
+        as_of=as_utc(as_of).isoformat() + "Z",
         valid=frame.filter(~bad),
-        quarantined=_quarantine(raw, bad, row_level),
+        quarantined=_quarantine(raw, row_level),
     )
 
 
@@ -408,7 +408,7 @@ def _rows_mask(rows: pl.Series, n_rows: int) -> pl.Series:
     return pl.Series("bad", mask)
 
 
-def _quarantine(raw: RawTable, bad: pl.Series, row_level: pl.DataFrame) -> pl.DataFrame:
+def _quarantine(raw: RawTable, row_level: pl.DataFrame) -> pl.DataFrame:
     """The bad rows as they arrived (CSV: the text of every cell), each with its reasons."""
     source = raw.text if raw.text is not None else raw.frame
     reasons = (
@@ -416,7 +416,7 @@ def _quarantine(raw: RawTable, bad: pl.Series, row_level: pl.DataFrame) -> pl.Da
         .agg(pl.format("{}: {} (got {})", "column", "check", pl.col("value").fill_null("null")).str.join("; "))
         .sort("row")
     )
-    rows = source.filter(bad).with_columns(pl.all().cast(pl.String))
+    rows = source[reasons["row"]].with_columns(pl.all().cast(pl.String))  # the few bad rows, in order
     return rows.with_columns(reasons.to_series(1).alias(REASONS_COLUMN))
 
 
