@@ -217,3 +217,13 @@ def test_each_check_gives_pandera_verdict(kind: str) -> None:
         expected = _pandera_row_failures(frame, schema)
         assert expected  # the values break every check somewhere
         assert _fast_row_failures(frame, schema) == expected
+
+
+def test_a_row_keeps_every_reason(transactions: pd.DataFrame) -> None:
+    frame = _set("is_fraud", 2, slice(5, 6))(_set("amount", -3.0, slice(5, 7))(transactions))
+    result = validate_frame(frame, as_of=AS_OF, max_quarantine_share=LIMIT)
+    assert result.rows_quarantined == 2 and result.failures_total == 3
+    assert result.quarantined[REASONS_COLUMN].to_list() == [
+        "amount: greater_than(0.0) (got -3.0); is_fraud: isin([0, 1]) (got 2)",
+        "amount: greater_than(0.0) (got -3.0)",
+    ]

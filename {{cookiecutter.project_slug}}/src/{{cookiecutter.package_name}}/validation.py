@@ -105,6 +105,8 @@ class RawTable:
 
 @dataclasses.dataclass
 class ValidationResult:
+    """The verdict on one file: counts, every failure (listed up to a limit), the split rows."""
+
     passed: bool
     rows_total: int
     rows_valid: int
@@ -311,6 +313,8 @@ def _frame_failures(frame: pl.DataFrame, schema: pa.DataFrameSchema) -> tuple[pl
         expected = POLARS_DTYPES.get(str(column.dtype))
         if expected is None:
             raise TypeError(f"{name}: no polars dtype for {column.dtype}: add it to POLARS_DTYPES")
+        if name not in frame.columns and not column.required:
+            continue
         if name not in frame.columns:
             parts.append(_frame_failure(name, "column_in_dataframe", name))
             errors.append(f"missing column {name!r}")
@@ -411,11 +415,10 @@ def _rows_mask(rows: pl.Series, n_rows: int) -> pl.Series:
 def _quarantine(raw: RawTable, row_level: pl.DataFrame) -> pl.DataFrame:
     """The bad rows as they arrived (CSV: the text of every cell), each with its reasons."""
     source = raw.text if raw.text is not None else raw.frame
-    reasons = (
-        row_level.group_by("row")
-        .agg(pl.format("{}: {} (got {})", "column", "check", pl.col("value").fill_null("null")).str.join("; "))
-        .sort("row")
-    )
+    reason = pl.format("{}: {} (got {})", "column", "check", pl.col("value").fill_null("null"))
+    reasons = row_level.select("row", reason.alias(REASONS_COLUMN)).sort("row", maintain_order=True)
+    if reasons["row"].n_unique() < reasons.height:  # a row that broke several rules: its reasons on one line
+        reasons = reasons.group_by("row", maintain_order=True).agg(pl.col(REASONS_COLUMN).str.join("; "))
     rows = source[reasons["row"]].with_columns(pl.all().cast(pl.String))  # the few bad rows, in order
     return rows.with_columns(reasons.to_series(1).alias(REASONS_COLUMN))
 
