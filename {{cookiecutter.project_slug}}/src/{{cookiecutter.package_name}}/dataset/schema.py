@@ -71,8 +71,11 @@ def not_in_future(as_of: str | pd.Timestamp) -> pa.Check:
     """No event after `as_of` (UTC) plus the slack: a built-in check, so its bound is in its statistics.
 
     The reference is passed in, never read from the clock, so the same rows and the same
-    reference always give the same verdict: a batch file is judged against the time its data
-    was extracted (`data.validation.as_of`), a live request against the moment it arrives.
+    reference always give the same verdict (and DVC's cached result stays true). A batch file
+    is judged against the time its data was extracted, taken from the config
+    (`data.validation.as_of`) rather than from the data: a file cannot vouch for its own
+    timestamps, and a DVC param that changes reruns validation. A live request is judged
+    against the moment it arrives.
     """
     limit = as_utc(as_of) + FUTURE_SLACK
     return pa.Check.less_than_or_equal_to(limit, error=f"not_in_future({limit})")
