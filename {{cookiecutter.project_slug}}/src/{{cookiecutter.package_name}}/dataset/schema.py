@@ -81,11 +81,9 @@ def not_in_future(as_of: str | pd.Timestamp) -> pa.Check:
     return pa.Check.less_than_or_equal_to(limit, error=f"not_in_future({limit})")
 
 
-def transaction_schema(
-    as_of: str | pd.Timestamp, model: type[TransactionSchema] = TransactionSchema
-) -> pa.DataFrameSchema:
-    """`model`'s schema with the future-time check pinned to `as_of`."""
-    schema = model.to_schema()
+def transaction_schema(as_of: str | pd.Timestamp) -> pa.DataFrameSchema:
+    """The transaction schema with the future-time check pinned to `as_of`."""
+    schema = TransactionSchema.to_schema()
     checks = [*schema.columns[TIME_COLUMN].checks, not_in_future(as_of)]
     return schema.update_column(TIME_COLUMN, checks=checks)
 
