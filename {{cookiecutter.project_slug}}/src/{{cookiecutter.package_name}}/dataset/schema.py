@@ -6,6 +6,8 @@ Validation, the golden set and the serving endpoint all derive from
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
@@ -81,8 +83,9 @@ def not_in_future(as_of: str | pd.Timestamp) -> pa.Check:
     return pa.Check.less_than_or_equal_to(limit, error=f"not_in_future({limit})")
 
 
+@functools.lru_cache(maxsize=16)
 def transaction_schema(as_of: str | pd.Timestamp) -> pa.DataFrameSchema:
-    """The transaction schema with the future-time check pinned to `as_of`."""
+    """The transaction schema with the future-time check pinned to `as_of` (built once per reference)."""
     schema = TransactionSchema.to_schema()
     checks = [*schema.columns[TIME_COLUMN].checks, not_in_future(as_of)]
     return schema.update_column(TIME_COLUMN, checks=checks)
