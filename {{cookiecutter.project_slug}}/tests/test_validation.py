@@ -8,17 +8,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
+import polars as pl
 import pytest
+from pandera.errors import SchemaErrors
 
+from {{ cookiecutter.package_name }}.data.generate import inject_invalid_rows
+from {{ cookiecutter.package_name }}.data.schema import transaction_schema
 from {{ cookiecutter.package_name }}.data.validation import (
     REASONS_COLUMN,
     DataFileError,
-    read_table,
+    file_md5,
+    read_raw,
+    schema_failures,
     validate_frame,
     write_outputs,
 )
 
 LIMIT = 0.05
+AS_OF = "2026-01-02T00:00:00Z"
 
 
 def _set(column: str, value: object, rows: slice = slice(0, 3)) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -54,7 +62,7 @@ FRAME_FAILURES = {
 @pytest.mark.parametrize("kind", ROW_FAILURES)
 def test_row_failure_is_quarantined_with_its_reason(transactions: pd.DataFrame, kind: str) -> None:
     spoil, column, check = ROW_FAILURES[kind]
-    result = validate_frame(spoil(transactions), max_quarantine_share=LIMIT)
+    result = validate_frame(spoil(transactions), as_of=AS_OF, max_quarantine_share=LIMIT)
     assert result.rows_quarantined == 3
     assert result.rows_total == result.rows_valid + result.rows_quarantined == len(transactions)
     assert result.passed, result.summary()
@@ -66,21 +74,23 @@ def test_row_failure_is_quarantined_with_its_reason(transactions: pd.DataFrame, 
 @pytest.mark.parametrize("kind", FRAME_FAILURES)
 def test_frame_failure_fails_the_file(transactions: pd.DataFrame, kind: str) -> None:
     spoil, message = FRAME_FAILURES[kind]
-    result = validate_frame(spoil(transactions), max_quarantine_share=LIMIT)
+    result = validate_frame(spoil(transactions), as_of=AS_OF, max_quarantine_share=LIMIT)
     assert not result.passed
     assert any(message in error for error in result.frame_errors), result.frame_errors
     assert result.rows_total == result.rows_valid + result.rows_quarantined
 
 
 def test_all_rows_bad_fails_on_the_share(transactions: pd.DataFrame) -> None:
-    result = validate_frame(transactions.assign(amount=-1.0), max_quarantine_share=LIMIT)
+    result = validate_frame(transactions.assign(amount=-1.0), as_of=AS_OF, max_quarantine_share=LIMIT)
     assert not result.passed
     assert result.rows_quarantined == result.rows_total == len(transactions)
     assert any("exceeds the limit" in error for error in result.frame_errors)
 
 
 def test_failures_listed_are_capped_but_counted(transactions: pd.DataFrame) -> None:
-    result = validate_frame(transactions.assign(amount=-1.0), max_quarantine_share=1.0, max_failures_listed=7)
+    result = validate_frame(
+        transactions.assign(amount=-1.0), as_of=AS_OF, max_quarantine_share=1.0, max_failures_listed=7
+    )
     assert len(result.failures) == 7
     assert result.failures_total == len(transactions)
 
@@ -98,7 +108,7 @@ def test_unreadable_files_get_one_clear_error(tmp_path: Path, name: str, content
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(DataFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        read_table(path)
+        read_raw(path)
 
 
 def test_csv_with_unparsable_values_quarantines_those_rows(tmp_path: Path, transactions: pd.DataFrame) -> None:
@@ -108,15 +118,21 @@ def test_csv_with_unparsable_values_quarantines_those_rows(tmp_path: Path, trans
     frame.loc[1, "amount"] = "12,50 EUR"
     frame.loc[2, "account_age_days"] = "3.5"
     frame.to_csv(path, index=False)
-    result = validate_frame(read_table(path), max_quarantine_share=LIMIT)
+    result = validate_frame(read_raw(path), as_of=AS_OF, max_quarantine_share=LIMIT)
     assert result.passed, result.summary()
     assert result.rows_quarantined == 3 and result.rows_valid == 197
-    values = {f["value"] for f in result.failures}
-    assert {"yesterday-ish", "12,50 EUR", "3.5"} <= values
+    assert {(f["column"], f["check"], f["row"], f["value"]) for f in result.failures} == {
+        ("event_time", "parses_as_datetime64[ns]", 0, "yesterday-ish"),
+        ("amount", "parses_as_float64", 1, "12,50 EUR"),
+        ("account_age_days", "parses_as_int64", 2, "3.5"),
+    }
+    # The quarantine keeps the text that arrived; the valid rows are typed as the schema says.
+    assert result.quarantined["amount"].to_list()[1] == "12,50 EUR"
+    assert result.valid.schema == pl.from_pandas(transactions).schema
 
 
 def test_outputs_follow_the_report_contract(tmp_path: Path, transactions: pd.DataFrame) -> None:
-    result = validate_frame(_set("amount", -1.0)(transactions), max_quarantine_share=LIMIT)
+    result = validate_frame(_set("amount", -1.0)(transactions), as_of=AS_OF, max_quarantine_share=LIMIT)
     write_outputs(result, tmp_path / "valid.parquet", tmp_path / "quarantine.parquet", tmp_path / "report.json")
     report = json.loads((tmp_path / "report.json").read_text())
     assert {"passed", "rows_total", "rows_valid", "rows_quarantined", "failures"} <= set(report)
@@ -124,3 +140,90 @@ def test_outputs_follow_the_report_contract(tmp_path: Path, transactions: pd.Dat
         len(pd.read_parquet(tmp_path / "valid.parquet")) + len(pd.read_parquet(tmp_path / "quarantine.parquet"))
         == report["rows_total"]
     )
+    assert report["valid_md5"] == file_md5(tmp_path / "valid.parquet")
+    # Training reads the valid rows with pandas: same columns and dtypes as the raw frame.
+    assert pd.read_parquet(tmp_path / "valid.parquet").dtypes.to_dict() == transactions.dtypes.to_dict()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quarantine.parquet", "report.json", "valid.parquet"]
+
+
+# ---------------------------------------------------------------- the fast path answers as Pandera does
+def _pandera_row_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> set[tuple[str, str, int]]:
+    try:
+        schema.validate(frame, lazy=True)
+    except SchemaErrors as errors:
+        cases = errors.failure_cases[errors.failure_cases["index"].notna()]
+        return {(str(c.column), str(c.check), int(c.index)) for c in cases.itertuples()}
+    return set()
+
+
+def _fast_row_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> set[tuple[str, str, int]]:
+    rows, frame_level, _ = schema_failures(pl.from_pandas(frame), schema)
+    # Pandera lists duplicate keys row by row too; here they fail the file instead of quarantining.
+    listed = pl.concat([rows, frame_level.drop_nulls("row")])
+    return set(listed.select("column", "check", "row").iter_rows())
+
+
+def test_fast_path_and_pandera_agree_on_a_spoiled_frame(transactions: pd.DataFrame) -> None:
+    frame = inject_invalid_rows(transactions, share=0.05, seed=1)
+    for column, value, rows in (
+        ("amount", np.nan, slice(10, 14)),
+        ("amount", 5e9, slice(20, 22)),
+        ("event_time", pd.Timestamp("2100-01-01"), slice(30, 33)),
+        ("event_time", pd.Timestamp("1990-01-01"), slice(40, 41)),
+        ("is_fraud", 2, slice(50, 55)),
+        ("transaction_id", "", slice(60, 62)),  # too short, and a duplicate key
+        ("card_country", "XX", slice(70, 75)),
+        ("distance_from_home_km", 30_000.0, slice(80, 81)),
+    ):
+        frame = _set(column, value, rows)(frame)
+    schema = transaction_schema(AS_OF)
+    expected = _pandera_row_failures(frame, schema)
+    assert len(expected) > 200  # every kind above, and the injected ones
+    assert {column for column, _, _ in expected} >= {"amount", "event_time", "is_fraud", "transaction_id"}
+    assert _fast_row_failures(frame, schema) == expected
+
+
+NUMBERS = pd.Series([-2.0, -1.0, 0.0, 0.5, 1.0, 2.0, 3.0, np.nan], dtype="float64")
+TEXTS = pd.Series(["", "a", "ab", "abc", "xyz", "é", None], dtype="str")
+CHECKS = {
+    "gt": (NUMBERS, pa.Check.gt(0)),
+    "ge": (NUMBERS, pa.Check.ge(0)),
+    "lt": (NUMBERS, pa.Check.lt(2)),
+    "le": (NUMBERS, pa.Check.le(2)),
+    "eq": (NUMBERS, pa.Check.eq(1)),
+    "ne": (NUMBERS, pa.Check.ne(1)),
+    "in_range": (NUMBERS, pa.Check.in_range(0, 2)),
+    "in_range_open": (NUMBERS, pa.Check.in_range(0, 2, include_min=False, include_max=False)),
+    "isin_few": (NUMBERS, pa.Check.isin([0.0, 2.0])),
+    "isin_many": (NUMBERS, pa.Check.isin([float(v) for v in range(-1, 40)])),
+    "notin": (NUMBERS, pa.Check.notin([1.0, 3.0])),
+    "custom_numbers": (NUMBERS, pa.Check(lambda s: s % 2 == 0, name="even")),
+    "str_length_min": (TEXTS, pa.Check.str_length(1)),
+    "str_length_min_2": (TEXTS, pa.Check.str_length(2)),
+    "str_length_range": (TEXTS, pa.Check.str_length(1, 2)),
+    "isin_text": (TEXTS, pa.Check.isin(["a", "abc"])),
+    "startswith": (TEXTS, pa.Check.str_startswith("a")),
+    "endswith": (TEXTS, pa.Check.str_endswith("c")),
+    "custom_text": (TEXTS, pa.Check(lambda s: s.str.len() % 2 == 0, name="even_length")),
+}
+
+
+@pytest.mark.parametrize("kind", CHECKS)
+def test_each_check_gives_pandera_verdict(kind: str) -> None:
+    values, check = CHECKS[kind]
+    for nullable in (True, False):
+        schema = pa.DataFrameSchema({"x": pa.Column(values.dtype, checks=check, nullable=nullable)})
+        frame = pd.DataFrame({"x": values})
+        expected = _pandera_row_failures(frame, schema)
+        assert expected  # the values break every check somewhere
+        assert _fast_row_failures(frame, schema) == expected
+
+
+def test_a_row_keeps_every_reason(transactions: pd.DataFrame) -> None:
+    frame = _set("is_fraud", 2, slice(5, 6))(_set("amount", -3.0, slice(5, 7))(transactions))
+    result = validate_frame(frame, as_of=AS_OF, max_quarantine_share=LIMIT)
+    assert result.rows_quarantined == 2 and result.failures_total == 3
+    assert result.quarantined[REASONS_COLUMN].to_list() == [
+        "amount: greater_than(0.0) (got -3.0); is_fraud: isin([0, 1]) (got 2)",
+        "amount: greater_than(0.0) (got -3.0)",
+    ]

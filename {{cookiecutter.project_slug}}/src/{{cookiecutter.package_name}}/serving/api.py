@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
-from ..data.schema import ID_COLUMN, LABEL_COLUMN, TransactionSchema
+from ..data.schema import ID_COLUMN, LABEL_COLUMN, TIME_COLUMN, TransactionSchema, not_in_future
 from ..training.artifact import ScoringModel
 
 MODEL_NAME = "{{ cookiecutter.project_slug }}-model"  # the BentoML model store name
@@ -94,12 +94,17 @@ def request_model(max_rows: int) -> type[BaseModel]:
 
 
 def custom_check_failures(frame: pd.DataFrame, limit: int = 10) -> list[str]:
-    """Run the schema's custom checks once over each column of the batch."""
+    """Run the schema's custom checks once over each column of the batch.
+
+    A live request's events may not be later than the moment it arrives (plus the schema's slack).
+    """
     problems = []
-    for column, check in CUSTOM_CHECKS:
+    for column, check in [*CUSTOM_CHECKS, (TIME_COLUMN, not_in_future(pd.Timestamp.now(tz="UTC")))]:
         passed = check(frame[column]).check_output
         for row in (~passed).to_numpy().nonzero()[0][:limit]:
-            problems.append(f"transactions[{row}].{column}: fails {check.name} ({frame[column].iloc[row]})")
+            problems.append(
+                f"transactions[{row}].{column}: fails {check.error or check.name} ({frame[column].iloc[row]})"
+            )
     return problems
 
 
