@@ -154,6 +154,7 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
         traffic={"timeout": settings.timeout_s, "max_concurrency": settings.max_concurrency},
         # One access-log line per request costs throughput; errors are still logged.
         logging={"access": {"enabled": False}},
+        tracing={"excluded_urls": settings.tracing_excluded_urls},
     )
     class FraudDetector:
         # The exact version this bento was built with: an old bento must keep serving its own model

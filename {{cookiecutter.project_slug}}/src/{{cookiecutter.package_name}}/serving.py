@@ -47,6 +47,7 @@ class ServeSettings(BaseModel):
     torch_threads: int = Field(ge=1)
     max_concurrency: int = Field(ge=1)
     timeout_s: int = Field(ge=1)
+    tracing_excluded_urls: list[str]
 
 
 def load_serve_settings(path: Path) -> ServeSettings:
