@@ -160,7 +160,6 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
         # The exact version this bento was built with: an old bento must keep serving its own model
         # (a rollback) even when newer versions sit in the model store.
         model_ref = bentoml.models.BentoModel(settings.model_tag)
-        PredictRequest = request
 
         def __init__(self) -> None:
             self.ready = False
