@@ -107,6 +107,24 @@ def test_serve_settings_are_required(tmp_path: Path) -> None:
         load_serve_settings(tmp_path / SERVE_FILE)
 
 
+TRAINING_ONLY = ("lightning", "mlflow", "hydra", "omegaconf", "torchmetrics", "dvc")
+IMPORTS_OF_SERVING = (
+    "import sys\n"
+    "from {{ cookiecutter.package_name }} import service\n"
+    "service.load_for_serving(sys.argv[1], 1)\n"
+    "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))\n"
+)
+
+
+def test_serving_imports_no_training_stack(tmp_path: Path, transactions: pd.DataFrame) -> None:
+    """The service starts fast only if loading and scoring the model pulls in no training-only package."""
+    tiny_model(transactions).save(tmp_path / "model.pt")
+    env = {"PYTHONPATH": str(PROJECT / "src"), "BENTOML_HOME": str(tmp_path / "bentoml")}
+    command = [sys.executable, "-c", IMPORTS_OF_SERVING, str(tmp_path / "model.pt")]
+    loaded = run(command, tmp_path, env=env).stdout.split()
+    assert "torch" in loaded and not set(TRAINING_ONLY) & set(loaded), set(TRAINING_ONLY) & set(loaded)
+
+
 # --- over HTTP, against `bentoml serve` of the service with a freshly built model ---------------------------
 
 
