@@ -1,140 +1,338 @@
-"""Serving cost of the example model: raw model call, in-process service call, HTTP with and without batching.
+"""Serving side by side, in one run: a plain Starlette app vs the bento's /predict and /predict_batched.
 
-Run inside a baked project whose pipeline reached `package` (the bento must be in BENTOML_HOME):
+Run inside (or point at) a baked project whose pipeline reached `package`, with the BENTOML_HOME that
+holds its bento:
 
-    python benchmarks/bench_serve.py --project /tmp/gitops-ml-demo/fraud-detection
-    python benchmarks/bench_serve.py --project P --requests 3000 --concurrency 16
+    python benchmarks/bench_serve.py --project /tmp/bake/fraud-detection
+    python benchmarks/bench_serve.py --project P --requests 3000 --runs 3 --rss-requests 50000
 
-The HTTP load generator sends a fixed number of requests to 127.0.0.1 only, with a time limit,
-and stops by itself. Prints a table; nothing is asserted.
+(a) `plain`: Starlette on uvicorn (1 worker) calling the project's own exported scoring code
+    (`serving.request_model(...).model_validate_json` then `serving.predict_rows`) inline, on the same body;
+(b) the bento's POST /predict; (c) the bento's POST /predict_batched; optionally (d) `--mounted`: a bento
+    that mounts the plain app as an ASGI app, to show what BentoML's own request path costs.
+Load comes from wrk (1 thread, --connections, loopback): a warm-up, then --runs bounded runs of --requests
+each; the figures are the medians over the runs. Start to ready is from process start to the first 200 on
+/readyz. RSS (the server's whole process tree) is read before and after --rss-requests more requests.
+Exits non-zero when a server does not come up or answers anything but 200 with the same predictions.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_project_argument, child_env, import_package, machine_line, resolve_project, table  # noqa: E402
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open("{body}", "rb"):read("*a")
+local limit, count = {limit}, 0
+function response(status, headers, body)
+  count = count + 1
+  if count >= limit then wrk.thread:stop() end
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK {{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, ' ..
+    '"p50_us": %d, "p99_us": %d}}\\n', summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
 
 
-def time_calls(call: Any, repeats: int) -> dict[str, float]:
-    call()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return {"calls/s": 1000 / statistics.mean(times), "p50 ms": percentile(times, 0.5), "p99 ms": percentile(times, 0.99)}
+def wrk(url: str, body: Path, seconds: float, connections: int, workdir: Path, limit: int = 0) -> dict[str, float]:
+    """One wrk run of `seconds` (wrk always runs its full duration); with `limit`, it stops sending after
+    that many answers (the memory run), so its rate is not meaningful."""
+    script = workdir / f"post_{limit}.lua"
+    script.write_text(WRK_SCRIPT.format(body=body, limit=limit or 2**62), encoding="utf-8")
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 120).stdout
+    figures = json.loads(next(line[4:] for line in output.splitlines() if line.startswith("WRK ")))
+    figures["req/s"] = figures["requests"] / (figures["duration_us"] / 1e6)
+    return figures
 
 
-async def load(url: str, body: dict[str, Any], requests: int, concurrency: int, time_limit: float) -> dict[str, float]:
-    import httpx
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (a bento is a supervisor plus workers)."""
+    import psutil
 
-    latencies: list[float] = []
-    failures = 0
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(requests):
-        queue.put_nowait(i)
-    deadline = time.monotonic() + time_limit
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal failures
-        while not queue.empty() and time.monotonic() < deadline:
-            queue.get_nowait()
-            started = time.perf_counter()
-            try:
-                response = await client.post(url, json=body, timeout=30)
-                ok = response.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append((time.perf_counter() - started) * 1000)
-            failures += not ok
 
+def post(url: str, body: bytes) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return answer.status, json.loads(answer.read())
+
+
+def wait_ready(base: str, process: subprocess.Popen[bytes], started: float, limit: float = 120) -> float:
+    """Seconds from `started` until /readyz answers 200; fails if the process dies first."""
+    while time.perf_counter() - started < limit:
+        if process.poll() is not None:
+            raise SystemExit(f"server for {base} exited with {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"{base} not ready after {limit} s")
+
+
+@contextmanager
+def server(command: list[str], cwd: Path, env: dict[str, str], port: int, log: Path) -> Iterator[dict[str, Any]]:
+    """A server process on 127.0.0.1:port, ready; yields its base url, pid and start-to-ready seconds."""
     started = time.perf_counter()
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    return {"req/s": len(latencies) / elapsed, "p50 ms": percentile(latencies, 0.5),
-            "p99 ms": percentile(latencies, 0.99), "sent": len(latencies), "failed": failures}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        ready = wait_ready(base, process, started)
+        yield {"base": base, "pid": process.pid, "ready_s": ready}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
+def measure(url: str, body: Path, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+    """A warm-up sizes the runs: each then lasts about `requests` answers; medians over `runs`."""
+    warm = wrk(url, body, args.warmup_s, args.connections, workdir)
+    seconds = args.requests / max(warm["req/s"], 1.0)
+    runs = [wrk(url, body, seconds, args.connections, workdir) for _ in range(args.runs)]
+    return {
+        "req/s": statistics.median(r["req/s"] for r in runs),
+        "p50 ms": statistics.median(r["p50_us"] for r in runs) / 1000,
+        "p99 ms": statistics.median(r["p99_us"] for r in runs) / 1000,
+        "requests": statistics.median(r["requests"] for r in runs),
+        "failed": sum(r["non2xx"] + r["socket_errors"] for r in runs),
+        "rate": warm["req/s"],
+    }
+
+
+def rss_growth(pid: int, url: str, body: Path, args: argparse.Namespace, rate: float, workdir: Path) -> list[float]:
+    """RSS before and after `rss_requests` more answers (the run stops sending once it has them)."""
+    before = tree_rss_mib(pid)
+    run = wrk(url, body, 1.5 * args.rss_requests / max(rate, 1.0) + 5, args.connections, workdir, args.rss_requests)
+    if run["requests"] < args.rss_requests or run["non2xx"] + run["socket_errors"]:
+        raise SystemExit(f"memory run on {url}: {run}")
+    return [before, tree_rss_mib(pid)]
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    ports = [int(sock.getsockname()[1]) for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def plain_app(project: Path, model_tag: str) -> Any:
+    """(a): Starlette calling the project's exported request model and scoring function inline."""
+    import importlib
+
+    import torch
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    package = import_package(project)
+    serving = importlib.import_module(f"{package.__name__}.serving.api")
+    artifact = importlib.import_module(f"{package.__name__}.training.artifact")
+    settings = json.loads((project / "bentos" / serving.SERVE_FILE).read_text(encoding="utf-8"))
+    torch.set_num_threads(settings["torch_threads"])
+    model = artifact.load_model(project / "models" / "model.pt")
+    request_model = serving.request_model(settings["max_rows_per_request"])
+
+    async def predict(request: Request) -> Response:
+        parsed = request_model.model_validate_json(await request.body())
+        answer = serving.predict_rows(model, parsed.transactions, model_tag)
+        return Response(answer.model_dump_json(), media_type="application/json")
+
+    async def ready(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/readyz", ready)])
+
+
+MOUNTED_SERVICE = """
+import sys
+from pathlib import Path
+
+import bentoml
+
+sys.path.insert(0, {benchmarks!r})
+from bench_serve import plain_app
+
+app = plain_app(Path({project!r}), {model_tag!r})
+
+
+@bentoml.asgi_app(app, path="/plain")
+@bentoml.service(name="mounted_plain", workers=1, logging={{"access": {{"enabled": False}}}})
+class Mounted:
+    pass
+"""
+
+
+def targets(project: Path, package: dict[str, Any], workdir: Path, mounted: bool) -> list[tuple[str, list[str]]]:
+    """(label, command) per server; every command takes its port as the last argument."""
+    me = str(Path(__file__).resolve())
+    found = [
+        ("plain", [sys.executable, me, "--project", str(project), "--serve-plain", "--port"]),
+        ("bento", ["bentoml", "serve", package["bento_tag"], "--host", "127.0.0.1", "--port"]),
+    ]
+    if mounted:
+        source = MOUNTED_SERVICE.format(
+            benchmarks=str(Path(me).parent), project=str(project), model_tag=package["bento_model_tag"]
+        )
+        (workdir / "mounted_service.py").write_text(source, encoding="utf-8")
+        found.append(
+            (
+                "mounted",
+                [
+                    "bentoml",
+                    "serve",
+                    "mounted_service:Mounted",
+                    "--working-dir",
+                    str(workdir),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                ],
+            )
+        )
+    return found
+
+
+def routes(label: str) -> list[tuple[str, str]]:
+    if label == "bento":
+        return [("(b) bento /predict", "/predict"), ("(c) bento /predict_batched", "/predict_batched")]
+    if label == "mounted":
+        return [("(d) bento mounting the plain app", "/plain/predict")]
+    return [("(a) plain Starlette /predict", "/predict")]
+
+
+def same_answers(first: Any, second: Any) -> bool:
+    """/predict answers an object, /predict_batched the bare list of predictions."""
+    as_list = [a["predictions"] if isinstance(a, dict) else a for a in (first, second)]
+    return bool(as_list[0] == as_list[1])
+
+
+def run_all(args: argparse.Namespace, project: Path, workdir: Path) -> int:
+    package = json.loads((project / "reports" / "package.json").read_text(encoding="utf-8"))
+    smoke = json.loads((project / "bentos" / "smoke_requests.json").read_text(encoding="utf-8"))["requests"][0]
+    body_json = {"transactions": smoke["body"]["transactions"][: args.rows]}
+    body = workdir / "body.json"
+    body.write_text(json.dumps(body_json), encoding="utf-8")
+    env = child_env(project)
+    rows: list[list[object]] = []
+    reference: Any = None
+    throughput: dict[str, float] = {}
+    for label, command in targets(project, package, workdir, args.mounted):
+        (port,) = free_ports(1)
+        with server([*command, str(port)], project, env, port, workdir / f"{label}.log") as live:
+            for name, path in routes(label):
+                status, answer = post(live["base"] + path, body.read_bytes())
+                reference = answer if reference is None else reference
+                if status != 200 or not same_answers(answer, reference):
+                    raise SystemExit(f"{name} answered {status} {answer!r}, not the reference {reference!r}")
+                figures = measure(live["base"] + path, body, args, workdir)
+                throughput[name] = figures["req/s"]
+                before, after = (
+                    rss_growth(live["pid"], live["base"] + path, body, args, figures["rate"], workdir)
+                    if args.rss_requests and path == "/predict"
+                    else (float("nan"), float("nan"))
+                )
+                rows.append(
+                    [
+                        name,
+                        f"{figures['req/s']:.0f}",
+                        f"{figures['p50 ms']:.1f}",
+                        f"{figures['p99 ms']:.1f}",
+                        f"{live['ready_s']:.1f}",
+                        f"{before:.0f}",
+                        f"{after:.0f}",
+                        f"{after - before:+.1f}",
+                        int(figures["failed"]),
+                    ]
+                )
+    print(f"# {machine_line()}; load average {os.getloadavg()[0]:.1f} at the end")
+    print(
+        f"# wrk -t1 -c{args.connections}, {args.runs} runs of ~{args.requests} requests after {args.warmup_s:g} s "
+        f"of warm-up (medians), {args.rows} row(s) per request; RSS across {args.rss_requests} more requests"
+    )
+    print(
+        table(
+            ["path", "req/s", "p50 ms", "p99 ms", "start->ready s", "RSS MiB before", "after", "growth", "failed"], rows
+        )
+    )
+    plain = throughput["(a) plain Starlette /predict"]
+    for name, value in throughput.items():
+        if not name.startswith("(a)"):
+            print(f"ratio {name} / (a): {value / plain:.2f}")
+    return 1 if any(row[-1] for row in rows) else 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--project", type=Path, required=True, help="a baked project after `dvc repro`")
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per HTTP run at most")
-    parser.add_argument("--repeats", type=int, default=300, help="in-process calls to time")
+    add_project_argument(parser)
+    parser.add_argument("--requests", type=int, default=3000, help="requests per measured run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup-s", type=float, default=3.0, help="warm-up seconds per path (sizes the runs)")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rows", type=int, default=1, help="transactions per request")
+    parser.add_argument("--rss-requests", type=int, default=50_000, help="0: skip the memory run")
+    parser.add_argument("--mounted", action="store_true", help="add (d): a bento that mounts the plain app")
+    parser.add_argument("--serve-plain", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    project = args.project.resolve()
-    os.chdir(project)
-    sys.path.insert(0, str(project / "src"))
-    package = json.loads((project / "reports" / "package.json").read_text())
-    smoke = json.loads((project / "bentos" / "smoke_requests.json").read_text())["requests"][0]
-    one_row = {"transactions": smoke["body"]["transactions"][:1]}
+    with tempfile.TemporaryDirectory(prefix="bench_serve_") as scratch:
+        project = resolve_project(args.project, Path(scratch))
+        if args.serve_plain:
+            import uvicorn
 
-    import importlib
-
-    names = [p.name for p in (project / "src").iterdir() if (p / "__init__.py").exists()]
-    library = importlib.import_module(names[0])
-    artifact = importlib.import_module(f"{library.__name__}.artifact")
-    serving = importlib.import_module(f"{library.__name__}.serving")
-    model = artifact.load_model(project / "models" / "model.pt")
-    frame = serving.to_frame(serving.request_model(1)(**one_row).transactions)
-    rows: dict[str, dict[str, float]] = {}
-    rows["raw model call (1 row)"] = time_calls(lambda: model.predict_proba(frame), args.repeats)
-    rows["validate + predict in process (1 row)"] = time_calls(
-        lambda: serving.predict_rows(model, serving.to_frame(serving.request_model(1)(**one_row).transactions), "x"),
-        args.repeats)
-
-    port = free_port()
-    server = subprocess.Popen(["bentoml", "serve", package["bento_tag"], "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                              env={**os.environ, "PYTHONPATH": str(project / "src")})
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        for label, route in (("HTTP /predict (no batching)", "predict"),
-                             ("HTTP /predict_batched (adaptive batching)", "predict_batched")):
-            asyncio.run(load(f"http://127.0.0.1:{port}/{route}", one_row, 100, 4, 30))  # warm-up
-            rows[f"{label}, c={args.concurrency}"] = asyncio.run(
-                load(f"http://127.0.0.1:{port}/{route}", one_row, args.requests, args.concurrency, args.time_limit))
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-    print(f"{'path':<52} {'rate/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
-    for label, figures in rows.items():
-        rate = figures.get("req/s", figures.get("calls/s", 0.0))
-        print(f"{label:<52} {rate:>9.0f} {figures['p50 ms']:>8.2f} {figures['p99 ms']:>8.2f} "
-              f"{int(figures.get('failed', 0)):>7}")
-    return 0
+            package = json.loads((project / "reports" / "package.json").read_text(encoding="utf-8"))
+            app = plain_app(project, package["bento_model_tag"])
+            uvicorn.run(app, host="127.0.0.1", port=args.port, workers=1, log_level="warning", access_log=False)
+            return 0
+        if not (project / "reports" / "package.json").exists():
+            raise SystemExit(f"{project}: run the pipeline through `package` first (dvc repro)")
+        return run_all(args, project, Path(scratch))
 
 
 if __name__ == "__main__":

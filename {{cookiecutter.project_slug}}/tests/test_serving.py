@@ -1,35 +1,56 @@
-"""Serving: the request model comes from the schema; the service answers in-process and over HTTP."""
+"""Serving: a strict request model from the schema, one feature path, and a real `bentoml serve` over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
-from conftest import run
+import torch
+import yaml
+from conftest import PROJECT, run
 from pydantic import ValidationError
 
 from {{ cookiecutter.package_name }}.deploy.checks import wait_ready
 from {{ cookiecutter.package_name }}.deploy.runtime import free_ports
-from {{ cookiecutter.package_name }}.serving.api import Transaction, request_model
+from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate
+from {{ cookiecutter.package_name }}.release.package import request_body
+from {{ cookiecutter.package_name }}.serving.api import SERVE_FILE, Transaction, load_serve_settings, request_model, to_columns
+from {{ cookiecutter.package_name }}.training.artifact import ScoringModel, build_network
+from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
+
+ROW_CAP = 1000
 
 
 def body(golden: pd.DataFrame, rows: int = 3) -> dict[str, Any]:
-    from {{ cookiecutter.package_name }}.release.package import request_body
-
     return request_body(golden.head(rows))
+
+
+def validate(request: dict[str, Any], max_rows: int = 10) -> Any:
+    """As the service parses bodies: from JSON bytes, strictly."""
+    return request_model(max_rows).model_validate_json(json.dumps(request))
 
 
 BAD_ROWS = {
     "missing_field": (lambda r: r.pop("amount"), "missing"),
-    "wrong_type": (lambda r: r.update(txn_count_1h="many"), "int_type"),
+    "string_for_int": (lambda r: r.update(txn_count_1h="3"), "int_type"),
     "float_for_int": (lambda r: r.update(account_age_days=3.5), "int_type"),
+    "string_for_float": (lambda r: r.update(amount="12.5"), "float_type"),
+    "yes_for_bool": (lambda r: r.update(card_present="yes"), "bool_type"),
+    "off_for_bool": (lambda r: r.update(card_present="off"), "bool_type"),
+    "one_for_bool": (lambda r: r.update(card_present=1), "bool_type"),
+    "number_for_time": (lambda r: r.update(event_time=1_700_000_000), "datetime_type"),
+    "too_long_id": (lambda r: r.update(transaction_id="x" * 10_000), "string_too_long"),
     "out_of_range": (lambda r: r.update(amount=-4.0), "greater_than"),
     "unknown_category": (lambda r: r.update(merchant_category="casino"), "literal_error"),
     "extra_field": (lambda r: r.update(is_fraud=1), "extra_forbidden"),
@@ -43,14 +64,14 @@ def test_bad_rows_are_rejected_with_the_reason(golden: pd.DataFrame, kind: str) 
     spoil, reason = BAD_ROWS[kind]
     spoil(request["transactions"][0])
     with pytest.raises(ValidationError, match=reason):
-        request_model(10)(**request)
+        validate(request)
 
 
 def test_batch_size_limits(golden: pd.DataFrame) -> None:
     with pytest.raises(ValidationError, match="too_short"):
-        request_model(10)(transactions=[])
+        validate({"transactions": []})
     with pytest.raises(ValidationError, match="too_long"):
-        request_model(2)(**body(golden, 3))
+        validate(body(golden, 3), max_rows=2)
 
 
 def test_request_model_follows_the_schema() -> None:
@@ -69,6 +90,240 @@ def test_request_model_follows_the_schema() -> None:
     }
 
 
+def test_rows_and_frames_take_the_same_feature_path(golden: pd.DataFrame) -> None:
+    """Serving turns validated rows into arrays; training turns a frame: the matrices must be identical."""
+    preprocessor = Preprocessor.fit(golden)
+    rows = validate(body(golden, 500), max_rows=500).transactions
+    np.testing.assert_array_equal(
+        preprocessor.transform_columns(to_columns(rows)), preprocessor.transform(golden.head(500))
+    )
+
+
+def test_serve_settings_are_required(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="package stage"):
+        load_serve_settings(tmp_path / SERVE_FILE)
+    (tmp_path / SERVE_FILE).write_text(json.dumps({"model_tag": "m:1", "max_rows_per_request": 10}))
+    with pytest.raises(ValidationError, match="missing"):
+        load_serve_settings(tmp_path / SERVE_FILE)
+
+
+TRAINING_ONLY = ("lightning", "mlflow", "hydra", "omegaconf", "torchmetrics", "dvc")
+IMPORTS_OF_SERVING = (
+    "import sys\n"
+    "from {{ cookiecutter.package_name }}.serving import service\n"
+    "service.load_for_serving(sys.argv[1], 1)\n"
+    "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))\n"
+)
+
+
+def test_serving_imports_no_training_stack(tmp_path: Path, transactions: pd.DataFrame) -> None:
+    """The service starts fast only if loading and scoring the model pulls in no training-only package."""
+    tiny_model(transactions).save(tmp_path / "model.pt")
+    env = {"PYTHONPATH": str(PROJECT / "src"), "BENTOML_HOME": str(tmp_path / "bentoml")}
+    command = [sys.executable, "-c", IMPORTS_OF_SERVING, str(tmp_path / "model.pt")]
+    loaded = run(command, tmp_path, env=env).stdout.split()
+    assert "torch" in loaded and not set(TRAINING_ONLY) & set(loaded), set(TRAINING_ONLY) & set(loaded)
+
+
+# --- over HTTP, against `bentoml serve` of the service with a freshly built model ---------------------------
+
+
+def tiny_model(transactions: pd.DataFrame) -> ScoringModel:
+    torch.manual_seed(0)
+    preprocessor = Preprocessor.fit(transactions)
+    width = len(preprocessor.feature_names)
+    network = build_network(width, [16], 0.0).eval()
+    return ScoringModel(network, preprocessor, 0.5, {"in_features": width, "hidden_sizes": [16], "dropout": 0.0}, {})
+
+
+STORE_MODEL = (
+    "import json, sys; from pathlib import Path\n"
+    "from {{ cookiecutter.package_name }}.release.package import save_bento_model\n"
+    "example = json.loads(Path(sys.argv[2]).read_text())\n"
+    "print(save_bento_model(Path(sys.argv[1]), example, 'card', {}, {}))\n"
+)
+
+
+def serve(command: list[str], cwd: Path, env: dict[str, str], log: Path, port: int) -> Iterator[str]:
+    """Run a server until the generator is closed; yields its base URL once /readyz answers 200."""
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, 120, alive=lambda: server.poll() is None, describe_exit=lambda: log.read_text()[-3000:])
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, transactions: pd.DataFrame, golden: pd.DataFrame
+) -> Iterator[dict[str, Any]]:
+    """`bentoml serve` of bentos/service.py with a model in a scratch BENTOML_HOME and conf/serve's settings."""
+    scratch = tmp_path_factory.mktemp("served")
+    model = tiny_model(transactions)
+    model.save(scratch / "model.pt")
+    (scratch / "example.json").write_text(json.dumps(body(golden, 2)))
+    env = {**os.environ, "PYTHONPATH": str(PROJECT / "src"), "BENTOML_HOME": str(scratch / "bentoml")}
+    tag = run(
+        [sys.executable, "-c", STORE_MODEL, str(scratch / "model.pt"), str(scratch / "example.json")], scratch, env=env
+    )
+    bento_dir = scratch / "bento"
+    bento_dir.mkdir()
+    shutil.copy(PROJECT / "bentos" / "service.py", bento_dir / "service.py")
+    settings = yaml.safe_load((PROJECT / "conf" / "serve" / "default.yaml").read_text())
+    (bento_dir / SERVE_FILE).write_text(json.dumps({**settings, "model_tag": tag.stdout.strip().splitlines()[-1]}))
+    (port,) = free_ports(1)
+    log = scratch / "server.log"
+    command = ["bentoml", "serve", "service:FraudDetector", "--host", "127.0.0.1", "--port", str(port)]
+    server = serve(command, bento_dir, env, log, port)
+    yield {"url": next(server), "model": model, "log": log}
+    server.close()
+
+
+def golden_chunks(golden: pd.DataFrame) -> list[pd.DataFrame]:
+    return [golden.iloc[start : start + ROW_CAP] for start in range(0, len(golden), ROW_CAP)]
+
+
+def test_served_scores_equal_the_evaluation_predictions(served: dict[str, Any], golden: pd.DataFrame) -> None:
+    """No skew: over HTTP, the golden rows score exactly as the evaluate stage scores them."""
+    _, predictions, _ = evaluate(served["model"], golden)
+    answers = []
+    for chunk in golden_chunks(golden):
+        response = httpx.post(f"{served['url']}/predict", json=request_body(chunk), timeout=30)
+        assert response.status_code == 200, response.text
+        answers += response.json()["predictions"]
+    assert [a["transaction_id"] for a in answers] == predictions["transaction_id"].tolist()
+    np.testing.assert_allclose([a["fraud_probability"] for a in answers], predictions["score"], rtol=0, atol=1e-6)
+
+
+def spoiled(golden: pd.DataFrame, field: str, value: Any, row: int = 0) -> bytes:
+    request = body(golden, 2)
+    request["transactions"][row][field] = value
+    return json.dumps(request).encode()
+
+
+def literal(golden: pd.DataFrame, literal_text: str) -> bytes:
+    """A body with a bare JSON literal (NaN, Infinity) for the amount of row 1, which json.dumps cannot write."""
+    request = body(golden, 2)
+    request["transactions"][1]["amount"] = 123456.789
+    return json.dumps(request).encode().replace(b"123456.789", literal_text.encode())
+
+
+CLIENT_ERRORS: dict[str, tuple[Callable[[pd.DataFrame], bytes], str, int, str]] = {
+    # name: (body, content type, status, what the answer must name)
+    "string_number": (lambda g: spoiled(g, "amount", "12.5"), "application/json", 400, "transactions.0.amount"),
+    "yes_for_bool": (
+        lambda g: spoiled(g, "card_present", "yes"),
+        "application/json",
+        400,
+        "transactions.0.card_present",
+    ),
+    "one_for_bool": (
+        lambda g: spoiled(g, "card_present", 1, 1),
+        "application/json",
+        400,
+        "transactions.1.card_present",
+    ),
+    "nan_literal": (lambda g: literal(g, "NaN"), "application/json", 400, "finite"),
+    "infinity_literal": (lambda g: literal(g, "Infinity"), "application/json", 400, "finite"),
+    "extra_field": (lambda g: spoiled(g, "is_fraud", 1), "application/json", 400, "transactions.0.is_fraud"),
+    "too_many_rows": (
+        lambda g: json.dumps(body(g, 1) | {"transactions": body(g, 1)["transactions"] * (ROW_CAP + 1)}).encode(),
+        "application/json",
+        400,
+        "too_long",
+    ),
+    "five_megabytes": (
+        lambda g: b'{"transactions": ["' + b"x" * 5_000_000 + b'"]}',
+        "application/json",
+        413,
+        "larger than",
+    ),
+    "not_json_type": (lambda g: json.dumps(body(g, 1)).encode(), "text/plain", 415, "application/json"),
+    "form_type": (lambda g: b"transactions=1", "application/x-www-form-urlencoded", 415, "application/json"),
+    "malformed_json": (lambda g: b'{"transactions": [', "application/json", 400, "json_invalid"),
+    "future_time": (
+        lambda g: spoiled(g, "event_time", "2100-01-01T00:00:00", 1),
+        "application/json",
+        400,
+        "transactions.1.event_time",
+    ),
+}
+
+
+def located(answer: httpx.Response) -> str:
+    """The answer with pydantic's error locations also written as dotted paths."""
+    detail = (
+        answer.json().get("detail", []) if answer.headers.get("content-type", "").startswith("application/json") else []
+    )
+    paths = [".".join(map(str, e.get("loc", []))) for e in detail if isinstance(e, dict)]
+    return answer.text + " " + " ".join(paths)
+
+
+@pytest.mark.parametrize("route", ["/predict", "/predict_batched"])
+@pytest.mark.parametrize("case", CLIENT_ERRORS)
+def test_client_errors_get_a_clear_4xx(served: dict[str, Any], golden: pd.DataFrame, case: str, route: str) -> None:
+    make, content_type, status, named = CLIENT_ERRORS[case]
+    answer = httpx.post(served["url"] + route, content=make(golden), headers={"content-type": content_type}, timeout=30)
+    assert answer.status_code == status, answer.text[:500]
+    assert named in located(answer), answer.text[:500]
+
+
+def test_client_errors_are_logged_without_request_values(served: dict[str, Any], golden: pd.DataFrame) -> None:
+    secret = "do-not-log-me-4242"
+    answer = httpx.post(
+        f"{served['url']}/predict",
+        content=spoiled(golden, "amount", secret),
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 400
+    log = served["log"].read_text()
+    assert "client error 400 on /predict: transactions.0.amount (float_type)" in log
+    assert secret not in log and "Traceback" not in log
+
+
+def test_batched_requests_fail_alone(served: dict[str, Any], golden: pd.DataFrame) -> None:
+    """8 concurrent clients, one with a bad row: the 7 others get their own answers, the bad one only its own error."""
+    requests = [body(golden.iloc[3 * i : 3 * i + 3], 3) for i in range(8)]
+    requests[5]["transactions"][1]["amount"] = "12.5"
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(client.post(f"{served['url']}/predict_batched", json=r) for r in requests))
+
+    answers = asyncio.run(send_all())
+    model = served["model"]
+    for i, (request, answer) in enumerate(zip(requests, answers, strict=True)):
+        ids = [row["transaction_id"] for row in request["transactions"]]
+        if i == 5:
+            assert answer.status_code == 400 and "transactions.1.amount" in located(answer)
+            others = {row["transaction_id"] for j, r in enumerate(requests) if j != 5 for row in r["transactions"]}
+            assert not any(other in answer.text for other in others), answer.text
+            continue
+        assert answer.status_code == 200, answer.text
+        expected = model.predict_proba(golden.iloc[3 * i : 3 * i + 3])
+        assert [p["transaction_id"] for p in answer.json()] == ids
+        np.testing.assert_allclose([p["fraud_probability"] for p in answer.json()], expected, rtol=0, atol=1e-6)
+
+
+def test_docs_probes_and_metrics(served: dict[str, Any]) -> None:
+    docs = httpx.get(f"{served['url']}/docs", follow_redirects=True, timeout=10)
+    assert docs.status_code == 200 and "<html" in docs.text.lower()
+    spec = httpx.get(f"{served['url']}/docs.json", timeout=10).json()
+    assert {"/predict", "/predict_batched"} <= set(spec["paths"])
+    for probe in ("/livez", "/readyz", "/metrics"):
+        assert httpx.get(served["url"] + probe, timeout=10).status_code == 200, probe
+
+
+# --- the packaged bento of a real pipeline run (slow) -----------------------------------------------------
+
+
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace whose pipeline ran through `package`: a real bento in its own BENTOML_HOME."""
@@ -81,64 +336,25 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_service_in_process(packaged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BENTOML_HOME", str(packaged / "tmp" / "bentoml"))
-    script = (
-        "import asyncio, json; from {{ cookiecutter.package_name }}.serving.service import FraudDetector, PredictRequest\n"
-        "service = FraudDetector.inner(); assert service.__is_ready__()\n"
-        "smoke = json.load(open('bentos/smoke_requests.json'))['requests'][0]\n"
-        "request = PredictRequest(**smoke['body'])\n"
-        "answer = asyncio.run(service.predict(transactions=request.transactions))\n"
-        "print(json.dumps(answer.model_dump() == smoke['expected']))\n"
-    )
-    result = run([sys.executable, "-c", script], packaged)
-    assert result.stdout.strip().endswith("true")
-
-
-@pytest.mark.slow
-def test_http_good_and_bad_requests_against_bentoml_serve(packaged: Path) -> None:
+def test_packaged_bento_serves_the_pipelines_predictions(packaged: Path) -> None:
+    """`bentoml serve <bento tag>`: smoke answers, and reports/predictions.parquet to 1e-6 for the golden rows."""
     package = json.loads((packaged / "reports" / "package.json").read_text())
-    (port,) = free_ports(1)
     env = {**os.environ, "PYTHONPATH": str(packaged / "src"), "BENTOML_HOME": str(packaged / "tmp" / "bentoml")}
-    server = subprocess.Popen(
-        ["bentoml", "serve", package["bento_tag"], "--host", "127.0.0.1", "--port", str(port)],
-        cwd=packaged,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    (port,) = free_ports(1)
+    command = ["bentoml", "serve", package["bento_tag"], "--host", "127.0.0.1", "--port", str(port)]
+    server = serve(command, packaged, env, packaged / "tmp" / "serve.log", port)
+    url = next(server)
     try:
-        # The rollout engine's own readiness wait: fails fast with the reason if the server dies.
-        wait_ready(
-            url,
-            120,
-            alive=lambda: server.poll() is None,
-            describe_exit=lambda: server.stdout.read() if server.stdout and server.poll() is not None else "",
-        )
         smoke = json.loads((packaged / "bentos" / "smoke_requests.json").read_text())["requests"][0]
         good = httpx.post(f"{url}/predict", json=smoke["body"], timeout=10)
         assert good.status_code == 200 and good.json() == smoke["expected"]
-        row = dict(smoke["body"]["transactions"][0])
-        bad_requests = [
-            {"transactions": [{k: v for k, v in row.items() if k != "amount"}]},
-            {"transactions": [{**row, "amount": "lots"}]},
-            {"transactions": [{**row, "amount": -1}]},
-            {"transactions": []},
-            {"transactions": [row] * 1001},
-        ]
-        for bad in bad_requests:
-            answer = httpx.post(f"{url}/predict", json=bad, timeout=10)
-            assert 400 <= answer.status_code < 500, (bad, answer.status_code, answer.text)
-        malformed = httpx.post(
-            f"{url}/predict", content=b"{not json", timeout=10, headers={"content-type": "application/json"}
-        )
-        assert 400 <= malformed.status_code < 500
-        batched = httpx.post(f"{url}/predict_batched", json={"transactions": [row]}, timeout=10)
-        assert batched.status_code == 200 and batched.json()[0]["transaction_id"] == row["transaction_id"]
-        assert httpx.post(f"{url}/predict", json=smoke["body"], timeout=10).status_code == 200, "server went down"
+        golden = pd.read_parquet(packaged / "data" / "golden" / "golden.parquet")
+        predictions = pd.read_parquet(packaged / "reports" / "predictions.parquet")
+        scores = []
+        for chunk in golden_chunks(golden):
+            answer = httpx.post(f"{url}/predict", json=request_body(chunk), timeout=60)
+            assert answer.status_code == 200, answer.text[:500]
+            scores += [p["fraud_probability"] for p in answer.json()["predictions"]]
+        np.testing.assert_allclose(scores, predictions["score"], rtol=0, atol=1e-6)
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        server.close()

@@ -17,14 +17,14 @@ from ..data.schema import LABEL_COLUMN, SLICE_COLUMN
 from ..errors import PipelineError
 from ..evaluation.evaluate import load_golden
 from ..lineage import file_md5, git_commit
-from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, predict_rows, to_frame
+from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, SERVE_FILE, score_body
 from ..training.artifact import ScoringModel, load_model
 from .card import render_card
 from .registry import register_challenger
 
 BENTO_DIR = Path("bentos")
 # Files the package stage writes into the bento build context (git-ignored there).
-SMOKE_FILE, CARD_FILE, SERVE_FILE = "smoke_requests.json", "model_card.md", "serve.json"
+SMOKE_FILE, CARD_FILE = "smoke_requests.json", "model_card.md"
 SMOKE_ROWS = 8
 
 
@@ -57,14 +57,8 @@ def smoke_requests(model: ScoringModel, golden: pd.DataFrame, model_tag: str) ->
     """Golden rows with the answers this model must give: what a new slot is checked with before it takes traffic."""
     rows = golden.groupby(SLICE_COLUMN, group_keys=False).head(2).head(SMOKE_ROWS)
     body = request_body(rows)
-    expected = predict_rows(model, to_frame_from_body(body), model_tag).model_dump()
+    expected = score_body(model, body, model_tag).model_dump()
     return {"atol": 1e-6, "requests": [{"path": "/predict", "body": body, "expected": expected}]}
-
-
-def to_frame_from_body(body: dict[str, Any]) -> pd.DataFrame:
-    from ..serving.api import request_model
-
-    return to_frame(request_model(len(body["transactions"]))(**body).transactions)  # type: ignore[attr-defined]
 
 
 def save_bento_model(

@@ -1,78 +1,199 @@
-"""The BentoML service: POST /predict, ready only once the model answered a warm-up call."""
+"""The BentoML service: POST /predict and /predict_batched, ready only once the model answered a warm-up call.
+
+Built from the packaged serve settings (conf/serve + the exact model tag, see `build_service`):
+without them the service does not start. Handlers are plain `def`, so BentoML runs them in its
+thread pool (`threads`) and the event loop keeps accepting and parsing requests meanwhile.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
+from pydantic import ValidationError
 
-from ..training.artifact import load_model
 from .api import (
     EXAMPLE_FILE,
     MODEL_FILE,
-    MODEL_NAME,
     Prediction,
     PredictResponse,
-    Transaction,
-    custom_check_failures,
+    ServeSettings,
+    load_serve_settings,
     predict_rows,
     request_model,
-    to_frame,
+    score_rows,
 )
 
-# Written into the bento by the package stage (conf/serve plus the exact model tag it was built with);
-# the defaults let the module import anywhere.
-SERVE_CONFIG: dict[str, Any] = {
-    "max_rows_per_request": 1000,
-    "max_batch_size": 256,
-    "max_latency_ms": 500,
-    "model_tag": f"{MODEL_NAME}:latest",
-}
-if Path("serve.json").exists():
-    SERVE_CONFIG.update(json.loads(Path("serve.json").read_text(encoding="utf-8")))
-PredictRequest = request_model(int(SERVE_CONFIG["max_rows_per_request"]))
+if TYPE_CHECKING:
+    from ..training.artifact import ScoringModel
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+log = logging.getLogger(__name__)
+JSON_TYPES = (b"application/json",)
 
 
-@bentoml.service(
-    name="{{ cookiecutter.package_name }}_service",
-    traffic={"timeout": 30, "max_concurrency": 256},
-    # One access-log line per request costs throughput; errors are still logged.
-    logging={"access": {"enabled": False}},
-)
-class FraudDetector:
-    # The exact version this bento was built with: an old bento must keep serving its own model
-    # (a rollback) even when newer versions sit in the model store.
-    model_ref = bentoml.models.BentoModel(SERVE_CONFIG["model_tag"])
+class RequestGuard:
+    """ASGI middleware: JSON bodies only, bounded in size, before BentoML parses anything; /docs -> the docs."""
 
-    def __init__(self) -> None:
-        self.ready = False
-        self.model = load_model(self.model_ref.path_of(MODEL_FILE))
-        self.tag = str(self.model_ref.tag)
-        example = json.loads(Path(self.model_ref.path_of(EXAMPLE_FILE)).read_text(encoding="utf-8"))
-        # Warm-up: the first call pays for lazy initialisation; /readyz waits for it to succeed.
-        predict_rows(self.model, to_frame(PredictRequest(**example).transactions), self.tag)  # type: ignore[attr-defined]
-        self.ready = True
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
 
-    def __is_ready__(self) -> bool:
-        return self.ready
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["method"] == "GET" and scope["path"].rstrip("/") == "/docs":
+            return await reply(send, 307, {"error": "the OpenAPI docs are at / (spec: /docs.json)"}, b"/")
+        if scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if media_type not in JSON_TYPES:
+            return await refuse(scope, send, 415, "the body must be JSON (content-type: application/json)")
+        if int(headers.get(b"content-length", b"0") or 0) > self.max_body_bytes:
+            return await refuse(scope, send, 413, f"the body is larger than {self.max_body_bytes} bytes")
+        body = await read_body(receive, self.max_body_bytes)
+        if body is None:
+            return await refuse(scope, send, 413, f"the body is larger than {self.max_body_bytes} bytes")
+        return await self.app(scope, replay(body, receive), send)
 
-    @bentoml.api(route="/predict", input_spec=PredictRequest)
-    async def predict(self, **request: Any) -> PredictResponse:
-        """Score 1..max_rows_per_request transactions in one request."""
-        return predict_rows(self.model, to_frame(request["transactions"]), self.tag)
 
-    @bentoml.api(
-        route="/predict_batched",
-        batchable=True,
-        max_batch_size=int(SERVE_CONFIG["max_batch_size"]),
-        max_latency_ms=int(SERVE_CONFIG["max_latency_ms"]),
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes `limit` (chunked bodies carry no length up front)."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A receive callable that hands the buffered body over once, then waits on the real one (disconnects)."""
+    sent = False
+
+    async def inner() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return inner
+
+
+async def refuse(scope: Scope, send: Send, status: int, reason: str) -> None:
+    log.warning("client error %d on %s: %s", status, scope["path"], reason)
+    await reply(send, status, {"error": reason})
+
+
+async def reply(send: Send, status: int, payload: dict[str, Any], location: bytes | None = None) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(b"location", location)] if location else []
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ClientErrorLog(logging.Filter):
+    """BentoML logs a rejected request as an ERROR with a traceback that quotes the input values:
+    turn it into one WARNING line with the field paths and error types only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ValidationError):
+            where = "; ".join(describe(e) for e in error.errors(include_input=False)[:10])
+            path = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "client error 400 on %s: %s", (path, where)
+            record.levelno, record.levelname, record.exc_info, record.exc_text = logging.WARNING, "WARNING", None, None
+        return True
+
+
+def describe(error: Any) -> str:
+    """Field path and error type; the message only where it is ours (custom checks never quote values)."""
+    where = ".".join(map(str, error["loc"]))[:80]
+    detail = f": {error['msg']}" if error["type"] == "value_error" else ""
+    return f"{where} ({error['type']}{detail})"
+
+
+def load_for_serving(path: str, torch_threads: int) -> ScoringModel:
+    """torch is imported here, not at module level: BentoML's supervisor imports this module only for its config."""
+    import torch
+
+    from ..training.artifact import load_model
+
+    torch.set_num_threads(torch_threads)  # one request is small: intra-op threads would fight over the cores
+    return load_model(path)
+
+
+def build_service(settings_path: Path) -> Any:
+    """The service class for the settings at `settings_path` (the bento's serve.json)."""
+    settings = load_serve_settings(settings_path)
+    return _service_class(settings, request_model(settings.max_rows_per_request))
+
+
+def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
+    @bentoml.service(
+        name="{{ cookiecutter.package_name }}_service",
+        workers=settings.workers,
+        threads=settings.threads,
+        traffic={"timeout": settings.timeout_s, "max_concurrency": settings.max_concurrency},
+        # One access-log line per request costs throughput; errors are still logged.
+        logging={"access": {"enabled": False}},
+        tracing={"excluded_urls": settings.tracing_excluded_urls},
     )
-    async def predict_batched(self, transactions: list[Transaction]) -> list[Prediction]:  # type: ignore[valid-type]
-        """Adaptive batching: rows from concurrent requests are scored together in one model call."""
-        frame = to_frame(transactions)
-        problems = custom_check_failures(frame)
-        if problems:
-            raise bentoml.exceptions.InvalidArgument("; ".join(problems))
-        return predict_rows(self.model, frame, self.tag).predictions
+    class FraudDetector:
+        # The exact version this bento was built with: an old bento must keep serving its own model
+        # (a rollback) even when newer versions sit in the model store.
+        model_ref = bentoml.models.BentoModel(settings.model_tag)
+
+        def __init__(self) -> None:
+            self.ready = False
+            logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorLog())
+            self.model = load_for_serving(self.model_ref.path_of(MODEL_FILE), settings.torch_threads)
+            self.tag = str(self.model_ref.tag)
+            example = Path(self.model_ref.path_of(EXAMPLE_FILE)).read_bytes()
+            # Warm-up through the request path; /readyz waits for it to succeed.
+            self.predict(request.model_validate_json(example).transactions)
+            self.ready = True
+
+        def __is_ready__(self) -> bool:
+            return self.ready
+
+        @bentoml.api(route="/predict", input_spec=request)
+        def predict(self, transactions: list[Any]) -> PredictResponse:
+            """Score 1..max_rows_per_request transactions in one request."""
+            return predict_rows(self.model, transactions, self.tag)
+
+        @bentoml.api(
+            route="/predict_batched",
+            input_spec=request,
+            batchable=True,
+            max_batch_size=settings.max_batch_size,
+            max_latency_ms=settings.max_latency_ms,
+        )
+        def predict_batched(self, transactions: list[Any]) -> list[Prediction]:
+            """Adaptive batching: rows of concurrent requests scored in one model call.
+
+            Each request is validated on its own before it joins a batch, so a bad row fails only
+            its own request and the batch holds valid rows only.
+            """
+            return score_rows(self.model, transactions)
+
+    service: Any = FraudDetector  # a bentoml Service at run time, whatever the decorator's types say
+    service.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    return service

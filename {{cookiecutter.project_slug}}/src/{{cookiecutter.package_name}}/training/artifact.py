@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
-from .model import build_network
 from .preprocessing import Preprocessor
 
 FORMAT_VERSION = 1
+
+
+def build_network(in_features: int, hidden_sizes: Sequence[int], dropout: float) -> nn.Sequential:
+    """An MLP that outputs one logit per row; here, not in the training module, so scoring needs no Lightning."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for size in hidden_sizes:
+        layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+        width = size
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
 
 
 @dataclasses.dataclass
@@ -33,7 +45,15 @@ class ScoringModel:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Fraud probability per row."""
-        features = torch.from_numpy(self.preprocessor.transform(frame))
+        return self.score(self.preprocessor.transform(frame))
+
+    def predict_proba_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Fraud probability per row of raw column arrays: serving's path, no DataFrame."""
+        return self.score(self.preprocessor.transform_columns(columns))
+
+    def score(self, matrix: np.ndarray) -> np.ndarray:
+        """Preprocessed float32 matrix -> probabilities (float64), without autograd bookkeeping."""
+        features = torch.from_numpy(matrix)
         with torch.inference_mode():
             logits = self.network(features).squeeze(-1)
         return torch.sigmoid(logits).numpy().astype(np.float64)

@@ -7,12 +7,13 @@ turn rows into tensors with the same code and the same numbers.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, derive_features
+from ..data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, frame_columns, numeric_features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Preprocessor:
 
     @classmethod
     def fit(cls, frame: pd.DataFrame) -> Preprocessor:
-        numeric = derive_features(frame)[list(NUMERIC_FEATURES)].to_numpy(dtype=np.float64)
+        numeric = numeric_features(frame_columns(frame))
         stds = numeric.std(axis=0)
         return cls(
             means=tuple(float(x) for x in numeric.mean(axis=0)),
@@ -40,15 +41,14 @@ class Preprocessor:
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw rows -> float32 matrix (n_rows, n_features)."""
-        features = derive_features(frame)
-        numeric = (features[list(NUMERIC_FEATURES)].to_numpy(dtype=np.float64) - self.means) / self.stds
+        return self.transform_columns(frame_columns(frame))
+
+    def transform_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Raw column arrays -> float32 matrix: the one path frames (training) and requests (serving) take."""
+        numeric = (numeric_features(columns) - self.means) / self.stds
         blocks = [numeric.astype(np.float32)]
         for column, vocabulary in self.vocabularies.items():
-            codes = pd.Categorical(features[column], categories=list(vocabulary)).codes
-            one_hot = np.zeros((len(frame), len(vocabulary)), dtype=np.float32)
-            known = codes >= 0  # an unseen category gets all zeros rather than a wrong column
-            one_hot[np.flatnonzero(known), codes[known]] = 1.0
-            blocks.append(one_hot)
+            blocks.append(one_hot(np.asarray(columns[column]), vocabulary))
         return np.concatenate(blocks, axis=1)
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,3 +65,16 @@ class Preprocessor:
             stds=tuple(data["stds"]),
             vocabularies={k: tuple(v) for k, v in data["vocabularies"].items()},
         )
+
+
+def one_hot(values: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """float32 indicator matrix; an unseen category gets all zeros rather than a wrong column."""
+    known = np.asarray(vocabulary, dtype=str)
+    order = np.argsort(known)
+    values = values.astype(str)
+    position = np.minimum(np.searchsorted(known[order], values), len(known) - 1)
+    codes = order[position]
+    hit = known[codes] == values
+    matrix = np.zeros((len(values), len(known)), dtype=np.float32)
+    matrix[np.flatnonzero(hit), codes[hit]] = 1.0
+    return matrix
