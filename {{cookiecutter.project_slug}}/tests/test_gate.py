@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,12 @@ import pandas as pd
 import pytest
 from conftest import PROJECT
 from omegaconf import OmegaConf
+import yaml
 from sklearn import metrics as skm
 
 from {{ cookiecutter.package_name }}.errors import PipelineError
 from {{ cookiecutter.package_name }}.behaviour import behavioural_checks
+from {{ cookiecutter.package_name }}.champion import ChampionError, from_git
 from {{ cookiecutter.package_name }}.gate import (
     Check,
     GateConfigError,
@@ -170,3 +174,54 @@ def test_missing_or_broken_metrics_fail_closed(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").write_text(json.dumps({"latency": {}}))
     with pytest.raises(PipelineError, match="no 'overall'"):
         _read_json(tmp_path / "metrics.json")
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """An empty git repository as the working directory; the returned function commits files to it."""
+    monkeypatch.chdir(tmp_path)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], check=True)
+
+    def commit(**files: str) -> None:
+        for name, text in files.items():
+            (tmp_path / name).write_text(text)
+        subprocess.run(["git", "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "c"], check=True)
+
+    return commit
+
+
+def lock(md5: str, path: str = "models/model.pt") -> str:
+    return yaml.safe_dump({"schema": "2.0", "stages": {"train": {"cmd": "x", "outs": [{"path": path, "md5": md5}]}}})
+
+
+def test_no_commit_or_no_lock_at_the_rev_is_a_first_release(repo: Callable[..., None]) -> None:
+    assert from_git("models/model.pt", "main", "a" * 32) is None
+    repo(**{"README.md": "x"})
+    assert from_git("models/model.pt", "main", "a" * 32) is None
+
+
+def test_a_misspelled_rev_fails_closed(repo: Callable[..., None]) -> None:
+    repo(**{"README.md": "x"})
+    with pytest.raises(ChampionError, match="'mian' not found"):
+        from_git("models/model.pt", "mian", "a" * 32)
+
+
+def test_a_lock_that_pins_no_model_fails_closed(repo: Callable[..., None]) -> None:
+    repo(**{"dvc.lock": lock("b" * 32, path="models/other.pt")})
+    with pytest.raises(ChampionError, match="pins no models/model.pt"):
+        from_git("models/model.pt", "main", "a" * 32)
+
+
+def test_a_pinned_champion_that_cannot_be_fetched_fails_closed(repo: Callable[..., None]) -> None:
+    subprocess.run(["dvc", "init", "-q"], check=True)
+    repo(**{"dvc.lock": lock("b" * 32)})
+    with pytest.raises(ChampionError, match="cannot be fetched"):
+        from_git("models/model.pt", "main", "a" * 32)
+
+
+def test_the_candidates_own_commit_is_never_its_champion(repo: Callable[..., None]) -> None:
+    repo(**{"README.md": "x"})
+    repo(**{"dvc.lock": lock("a" * 32)})  # HEAD == main and pins the candidate itself
+    assert from_git("models/model.pt", "main", "a" * 32) is None  # its parent released nothing

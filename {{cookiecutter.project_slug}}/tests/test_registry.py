@@ -10,6 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from {{ cookiecutter.package_name }}.artifact import ScoringModel
+from {{ cookiecutter.package_name }}.champion import ChampionError, from_registry
+from {{ cookiecutter.package_name }}.lineage import file_md5
 from {{ cookiecutter.package_name }}.model import build_network
 from {{ cookiecutter.package_name }}.preprocessing import Preprocessor
 from {{ cookiecutter.package_name }}.registry import (
@@ -19,6 +21,8 @@ from {{ cookiecutter.package_name }}.registry import (
     aliased_version,
     promote,
     register_challenger,
+    reserve_version,
+    set_challenger,
 )
 
 
@@ -82,3 +86,34 @@ def test_promotion_refuses_unknown_or_ungated_versions_and_needs_an_approver(set
     MlflowClient().set_model_version_tag("registry-test", version, "gate_passed", "false")
     with pytest.raises(RegistryError, match="did not pass the gate"):
         promote(cfg, version, approved_by="alice")
+
+
+def test_a_crashed_package_leaves_a_version_that_is_reused_never_aliased(setup) -> None:
+    cfg, path, example = setup
+    reserved = reserve_version(cfg, path, example, {"git_commit": "abc"})
+    assert aliased_version(cfg, CHALLENGER) is None  # a crash here leaves no alias behind
+    assert reserve_version(cfg, path, example, {"git_commit": "abc"}) == reserved  # the rerun reuses it
+    set_challenger(cfg, reserved, "service:abc")
+    assert aliased_version(cfg, CHALLENGER) == reserved
+    assert reserve_version(cfg, path, example, {"git_commit": "abc"}) != reserved  # a finished one is not reused
+
+
+def test_the_registry_champion_is_loaded_from_its_alias(setup) -> None:
+    cfg, path, example = setup
+    assert from_registry(cfg) is None  # no registered model yet
+    version = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "abc"})
+    assert from_registry(cfg) is None  # a challenger is not a champion
+    promote(cfg, version, approved_by="alice")
+    champion = from_registry(cfg)
+    assert champion is not None and champion.reference.endswith(f"v{version}")
+    assert champion.model_md5 == file_md5(path)
+    assert champion.score(example).shape == (len(example),)
+
+
+def test_an_unreachable_registry_fails_closed(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, _path, _example = setup
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(ChampionError, match="registry could not be read"):
+        from_registry(cfg)

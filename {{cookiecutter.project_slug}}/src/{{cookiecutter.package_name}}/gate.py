@@ -9,13 +9,16 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import PipelineError
+
+if TYPE_CHECKING:
+    from .champion import Champion
 
 # Metrics where smaller is better; every other metric is better when larger.
 LOWER_IS_BETTER = {"brier", "log_loss", "false_positive_rate"}
@@ -279,11 +282,21 @@ def _golden_predictions(cfg: DictConfig, reports: Path) -> tuple[pd.DataFrame, p
     return golden, predictions
 
 
+def _champion_lookup(cfg: DictConfig, model_md5: str) -> tuple[Champion | None, Check]:
+    """The champion, and a check that says which one, that this is a first release, or why none was found."""
+    from .champion import ChampionError, resolve_champion
+
+    try:
+        champion = resolve_champion(cfg, model_md5)
+    except ChampionError as error:
+        return None, Check("champion_lookup", False, None, None, str(error))
+    found = f"{champion.source} {champion.reference}" if champion else "none"
+    detail = "the candidate is compared with it" if champion else FIRST_RELEASE
+    return champion, Check("champion_lookup", True, found, None, detail)
+
+
 def run_gate(cfg: DictConfig) -> dict[str, Any]:
     """Judge the candidate; return the reports/gate.json document."""
-    from .champion import ChampionError, resolve_champion
-    from .dataset import slice_masks
-    from .dataset.schema import LABEL_COLUMN
     from .lineage import file_md5
 
     reports = Path(cfg.paths.reports)
@@ -293,25 +306,20 @@ def run_gate(cfg: DictConfig) -> dict[str, Any]:
     checks += behavioural_gate_checks(metrics.get("behavioural", {}), cfg.gate.behavioural)
     model_md5 = file_md5(cfg.paths.model)
     candidate = {"model_md5": model_md5, "golden_md5": file_md5(cfg.paths.golden), "metrics": metrics["overall"]}
-    golden, predictions = _golden_predictions(cfg, reports)
-    slices = slice_masks(golden)
     champion_doc: dict[str, Any] | None = None
-    try:
-        champion = resolve_champion(cfg, model_md5)
-    except ChampionError as error:
-        champion = None
-        checks.append(Check("champion_lookup", False, None, None, str(error)))
-    else:
-        found = f"{champion.source} {champion.reference}" if champion else "none"
-        detail = "the candidate is compared with it" if champion else FIRST_RELEASE
-        checks.append(Check("champion_lookup", True, found, None, detail))
+    champion, lookup = _champion_lookup(cfg, model_md5)
+    checks.append(lookup)
     if champion is not None:
+        from .dataset import slice_masks
+        from .dataset.schema import LABEL_COLUMN
+
+        golden, predictions = _golden_predictions(cfg, reports)
         labels = golden[LABEL_COLUMN].to_numpy()
         champion_scores = np.asarray(champion.score(golden), dtype=np.float64)
         checks += champion_checks(
             cfg.gate,
             labels,
-            slices,
+            slice_masks(golden),
             (predictions["score"].to_numpy(), float(metrics["threshold"])),
             (champion_scores, champion.threshold),
         )
@@ -319,7 +327,7 @@ def run_gate(cfg: DictConfig) -> dict[str, Any]:
             **champion.describe(),
             "metrics": {m: metric_value(m, labels, champion_scores) for m in RANKING_METRICS},
         }
-    checks += _unjudged_slices(slices, metrics, checks)
+    checks += _unjudged_slices(metrics, checks)
     return {
         "passed": all(check.passed for check in checks),
         "champion": champion_doc,
@@ -328,10 +336,10 @@ def run_gate(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _unjudged_slices(slices: dict[str, np.ndarray], metrics: dict[str, Any], checks: list[Check]) -> list[Check]:
+def _unjudged_slices(metrics: dict[str, Any], checks: list[Check]) -> list[Check]:
     """Every slice of metrics.json is named in gate.json, also when there is no champion to compare with."""
     named = " ".join(check.name for check in checks)
-    missing = sorted((set(slices) | set(metrics.get("slices", {}))) - {"overall"})
+    missing = sorted(set(metrics.get("slices", {})) - {"overall"})
     return [
         Check(f"no_regression[{name}]", True, None, None, "not judged: no champion to compare with", judged=False)
         for name in missing
