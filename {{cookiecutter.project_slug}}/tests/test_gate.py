@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import PROJECT
 from omegaconf import OmegaConf
-import yaml
 from sklearn import metrics as skm
 
-from {{ cookiecutter.package_name }}.errors import PipelineError
 from {{ cookiecutter.package_name }}.behaviour import behavioural_checks
 from {{ cookiecutter.package_name }}.champion import ChampionError, from_git
+from {{ cookiecutter.package_name }}.errors import PipelineError
 from {{ cookiecutter.package_name }}.gate import (
     Check,
     GateConfigError,
@@ -210,7 +210,7 @@ def test_a_misspelled_rev_fails_closed(repo: Callable[..., None]) -> None:
 
 def test_a_lock_that_pins_no_model_fails_closed(repo: Callable[..., None]) -> None:
     repo(**{"dvc.lock": lock("b" * 32, path="models/other.pt")})
-    with pytest.raises(ChampionError, match="pins no models/model.pt"):
+    with pytest.raises(ChampionError, match=r"pins no models/model\.pt"):
         from_git("models/model.pt", "main", "a" * 32)
 
 

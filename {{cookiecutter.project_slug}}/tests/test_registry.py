@@ -59,24 +59,24 @@ def setup(tmp_path: Path, transactions: pd.DataFrame, monkeypatch: pytest.Monkey
 
 def test_gate_passed_model_becomes_challenger_then_champion(setup) -> None:
     cfg, path, example = setup
-    version = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "abc"})
+    version = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "abc"}, "svc:1")
     assert aliased_version(cfg, CHALLENGER) == version and aliased_version(cfg, CHAMPION) is None
     record = promote(cfg, version, approved_by="alice")
     assert aliased_version(cfg, CHAMPION) == version
     assert record["approved_by"] == "alice" and record["approved_at"]
-    second = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "def"})
+    second = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "def"}, "svc:2")
     assert promote(cfg, second, approved_by="bob")["previous_champion"] == version
 
 
 def test_failed_gate_is_never_registered(setup) -> None:
     cfg, path, example = setup
     with pytest.raises(RegistryError, match="gate did not pass"):
-        register_challenger(cfg, path, example, {"passed": False}, {})
+        register_challenger(cfg, path, example, {"passed": False}, {}, "svc:1")
 
 
 def test_promotion_refuses_unknown_or_ungated_versions_and_needs_an_approver(setup) -> None:
     cfg, path, example = setup
-    version = register_challenger(cfg, path, example, {"passed": True}, {})
+    version = register_challenger(cfg, path, example, {"passed": True}, {}, "svc:1")
     with pytest.raises(RegistryError, match="no version '99'"):
         promote(cfg, "99", approved_by="alice")
     with pytest.raises(RegistryError, match="approver"):
@@ -92,6 +92,8 @@ def test_a_crashed_package_leaves_a_version_that_is_reused_never_aliased(setup) 
     cfg, path, example = setup
     reserved = reserve_version(cfg, path, example, {"git_commit": "abc"})
     assert aliased_version(cfg, CHALLENGER) is None  # a crash here leaves no alias behind
+    with pytest.raises(RegistryError, match="has no bento"):
+        promote(cfg, reserved, approved_by="alice")
     assert reserve_version(cfg, path, example, {"git_commit": "abc"}) == reserved  # the rerun reuses it
     set_challenger(cfg, reserved, "service:abc")
     assert aliased_version(cfg, CHALLENGER) == reserved
@@ -101,7 +103,7 @@ def test_a_crashed_package_leaves_a_version_that_is_reused_never_aliased(setup) 
 def test_the_registry_champion_is_loaded_from_its_alias(setup) -> None:
     cfg, path, example = setup
     assert from_registry(cfg) is None  # no registered model yet
-    version = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "abc"})
+    version = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "abc"}, "svc:1")
     assert from_registry(cfg) is None  # a challenger is not a champion
     promote(cfg, version, approved_by="alice")
     champion = from_registry(cfg)

@@ -25,7 +25,7 @@ LOWER_IS_BETTER = {"brier", "log_loss", "false_positive_rate"}
 RANKING_METRICS = ("roc_auc", "pr_auc")
 ONE_CLASS_METRICS = ("recall", "false_positive_rate")
 FIRST_RELEASE = "first release: the rev pins no model and the registry has no `champion` alias"
-BOOTSTRAP_CHUNK = 200  # resamples scored at once: bounds memory to ~chunk x rows floats
+BOOTSTRAP_CHUNK = 100  # resamples scored at once: bounds memory to a few chunk x rows arrays
 
 
 class GateConfigError(PipelineError):
@@ -87,26 +87,28 @@ class Scored:
     threshold: float
 
     def _groups(self, descending: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Row order by score, and the start of each group of tied scores in that order."""
+        """Row order by score, and the position of the last row of each group of tied scores in it."""
         keys = -self.scores if descending else self.scores
         order = np.argsort(keys, kind="stable")
         ordered = keys[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        return order, starts
+        ends = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True])
+        return order, ends
 
     def metric(self, name: str, weights: np.ndarray) -> np.ndarray:
         """`name` for each row of `weights` (resample counts, shape (B, rows)); NaN where undefined."""
         positive = self.labels.astype(bool)
         if name in RANKING_METRICS:
-            order, starts = self._groups(descending=name == "pr_auc")
-            pos = np.add.reduceat(weights[:, order] * positive[order], starts, axis=1)
-            neg = np.add.reduceat(weights[:, order] * ~positive[order], starts, axis=1)
+            order, ends = self._groups(descending=name == "pr_auc")
+            ordered = weights[:, order]
+            # Cumulative weight of positives and negatives up to the end of each tie group.
+            pos = np.cumsum(ordered * positive[order], axis=1)[:, ends]
+            neg = np.cumsum(ordered, axis=1)[:, ends] - pos
             return _roc_auc(pos, neg) if name == "roc_auc" else _average_precision(pos, neg)
         flagged = self.scores >= self.threshold
         if name == "recall":
-            return _ratio((weights * (flagged & positive)).sum(1), (weights * positive).sum(1))
+            return _ratio(weights @ (flagged & positive), weights @ positive)
         if name == "false_positive_rate":
-            return _ratio((weights * (flagged & ~positive)).sum(1), (weights * ~positive).sum(1))
+            return _ratio(weights @ (flagged & ~positive), weights @ ~positive)
         raise GateConfigError(f"regression metric {name!r}: expected one of {RANKING_METRICS + ONE_CLASS_METRICS}")
 
 
@@ -116,17 +118,17 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def _roc_auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """Mann-Whitney from per-tie-group weights in ascending score order (ties count one half)."""
-    below = np.cumsum(neg, axis=1) - neg
-    return _ratio((pos * (below + 0.5 * neg)).sum(1), pos.sum(1) * neg.sum(1))
+    """Mann-Whitney from cumulative weights at tie-group ends, ascending scores (ties count one half)."""
+    in_group = np.diff(pos, axis=1, prepend=0)
+    below_and_half_tied = (neg + np.concatenate([np.zeros_like(neg[:, :1]), neg[:, :-1]], axis=1)) / 2
+    return _ratio((in_group * below_and_half_tied).sum(1), pos[:, -1] * neg[:, -1])
 
 
 def _average_precision(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """sklearn's step-wise AP from per-tie-group weights in descending score order."""
-    true_positives = np.cumsum(pos, axis=1)
-    flagged = true_positives + np.cumsum(neg, axis=1)
-    precision = np.divide(true_positives, flagged, out=np.zeros_like(flagged), where=flagged > 0)
-    return _ratio((pos * precision).sum(1), pos.sum(1))
+    """sklearn's step-wise AP from cumulative weights at tie-group ends, descending scores."""
+    flagged = pos + neg
+    precision = np.divide(pos, flagged, out=np.zeros_like(flagged), where=flagged > 0)
+    return _ratio((np.diff(pos, axis=1, prepend=0) * precision).sum(1), pos[:, -1])
 
 
 def metric_value(name: str, labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
@@ -152,7 +154,8 @@ def paired_bootstrap(
         count = min(BOOTSTRAP_CHUNK, n_bootstrap - start)
         index = rng.integers(0, rows, (count, rows))
         flat = (index + rows * np.arange(count)[:, None]).ravel()
-        weights = np.bincount(flat, minlength=count * rows).reshape(count, rows).astype(np.float64)
+        # float32 halves the memory traffic; counts and their running sums stay exact below 2**24 rows.
+        weights = np.bincount(flat, minlength=count * rows).reshape(count, rows).astype(np.float32)
         differences.append(sign * (candidate.metric(metric, weights) - champion.metric(metric, weights)))
     resampled = np.concatenate(differences)
     return point, resampled[np.isfinite(resampled)]
@@ -176,7 +179,7 @@ def non_inferiority_check(
         f"{metric} candidate - champion{worse} = {point:+.4f}; one-sided {confidence:.0%} lower bound "
         f"{low:+.4f} must be >= -{tolerance} (n={len(candidate.labels)})"
     )
-    return Check(name, passed, round(low, 6), -tolerance, detail)
+    return Check(name, passed, round(low, 6) + 0.0, -tolerance, detail)  # + 0.0: no "-0.0" in the report
 
 
 def slice_check(name: str, candidate: Scored, champion: Scored, regression: DictConfig) -> Check:

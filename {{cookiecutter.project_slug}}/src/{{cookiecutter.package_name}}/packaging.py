@@ -161,10 +161,14 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def card_context(
-    cfg: DictConfig, model: ScoringModel, version: str, gate: dict[str, Any], lineage: dict[str, Any]
+    cfg: DictConfig,
+    model: ScoringModel,
+    golden: pd.DataFrame,
+    version: str,
+    gate: dict[str, Any],
+    lineage: dict[str, Any],
 ) -> dict[str, Any]:
     """What the model card says: the model, its data, its lineage (from its training run) and the gate."""
-    golden = load_golden(cfg.paths.golden)
     return {
         "model_name": str(cfg.logger.registered_model_name),
         "model_version": version,
@@ -221,7 +225,7 @@ def package(cfg: DictConfig) -> dict[str, Any]:
     labels = {"registry_version": version, "model_md5": hashes["model"]}
     for leftover in remove_leftovers(labels):
         print(f"removed {leftover}, left by an unfinished package run")
-    card_md, card_html = render_card(card_context(cfg, model, version, gate, lineage), Path(cfg.paths.plots))
+    card_md, card_html = render_card(card_context(cfg, model, golden, version, gate, lineage), Path(cfg.paths.plots))
     model_tag = save_bento_model(
         model_path,
         request_body(example_rows.head(2)),

@@ -63,23 +63,27 @@ def reserve_version(cfg: DictConfig, model_path: Path, example: pd.DataFrame, ta
     return str(mlflow.register_model(model_uri, name, tags=tags).version)
 
 
-def set_challenger(cfg: DictConfig, version: str, bento_tag: str | None = None) -> None:
+def set_challenger(cfg: DictConfig, version: str, bento_tag: str) -> None:
     """The commit point of `package`: record the bento on the version, then point `challenger` at it."""
     name = str(cfg.logger.registered_model_name)
     client = _client(cfg)
-    if bento_tag is not None:
-        client.set_model_version_tag(name, version, BENTO_TAG, bento_tag)
+    client.set_model_version_tag(name, version, BENTO_TAG, bento_tag)
     client.set_registered_model_alias(name, CHALLENGER, version)
 
 
 def register_challenger(
-    cfg: DictConfig, model_path: Path, example: pd.DataFrame, gate_report: dict[str, Any], tags: dict[str, str]
+    cfg: DictConfig,
+    model_path: Path,
+    example: pd.DataFrame,
+    gate_report: dict[str, Any],
+    tags: dict[str, str],
+    bento_tag: str,
 ) -> str:
-    """Register the approved artifact as a version and point `challenger` at it (no bento involved)."""
+    """Register an approved artifact whose bento is built, and point `challenger` at it in one call."""
     if not gate_report.get("passed"):
         raise RegistryError("refusing to register a model whose gate did not pass")
     version = reserve_version(cfg, model_path, example, tags)
-    set_challenger(cfg, version)
+    set_challenger(cfg, version, bento_tag)
     return version
 
 
@@ -117,6 +121,8 @@ def promote(cfg: DictConfig, version: str, approved_by: str) -> dict[str, str]:
         raise RegistryError(f"{name} has no version {version!r}") from error
     if model_version.tags.get("gate_passed") != "true":
         raise RegistryError(f"{name} v{version} did not pass the gate; only gate-passed versions can be champion")
+    if BENTO_TAG not in model_version.tags:
+        raise RegistryError(f"{name} v{version} has no bento (its package run did not finish); package it first")
     if not approved_by.strip():
         raise RegistryError("an approver is required (--approved-by)")
     previous = aliased_version(cfg, CHAMPION)
