@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import PROJECT
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from sklearn import metrics as skm
 
 from {{ cookiecutter.package_name }}.behaviour import behavioural_checks
@@ -144,6 +144,7 @@ def test_every_slice_gets_a_verdict_by_the_metric_it_has(scored: tuple[np.ndarra
     tiny = checks["no_regression[tiny]"]
     assert not tiny.judged and tiny.passed and "not judged" in tiny.detail
     strict = OmegaConf.merge(GATE, {"regression": {"unjudged_slice_fails": True}})
+    assert isinstance(strict, DictConfig)
     strict_checks = {c.name: c for c in champion_checks(strict, labels, slices, (scores, 0.5), (scores, 0.5))}
     assert not strict_checks["no_regression[tiny]"].passed
 
