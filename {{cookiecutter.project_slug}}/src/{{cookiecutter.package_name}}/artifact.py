@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .model import build_network
+from .network import build_network
 from .preprocessing import Preprocessor
 
 FORMAT_VERSION = 1

@@ -9,16 +9,9 @@ import torch
 from torch import nn
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
+from .network import build_network
 
-def build_network(in_features: int, hidden_sizes: Sequence[int], dropout: float) -> nn.Sequential:
-    """An MLP that outputs one logit per row."""
-    layers: list[nn.Module] = []
-    width = in_features
-    for size in hidden_sizes:
-        layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
-        width = size
-    layers.append(nn.Linear(width, 1))
-    return nn.Sequential(*layers)
+__all__ = ["FraudClassifier", "build_network"]
 
 
 class FraudClassifier(pl.LightningModule):

@@ -107,8 +107,8 @@ def remove_leftovers(labels: dict[str, str]) -> list[str]:
         if all(bento.info.labels.get(k) == v for k, v in labels.items()):
             bentoml.bentos.delete(bento.tag)
             removed.append(str(bento.tag))
-    for model in bentoml.models.list(MODEL_NAME):
-        if all(model.info.labels.get(k) == v for k, v in labels.items()):
+    for model in bentoml.models.list():  # listing by name raises NotFound while the store has none
+        if model.tag.name == MODEL_NAME and all(model.info.labels.get(k) == v for k, v in labels.items()):
             bentoml.models.delete(model.tag)
             removed.append(str(model.tag))
     return removed
