@@ -212,7 +212,7 @@ def test_exp_run_override_reaches_training_and_mlflow(tmp_path: Path) -> None:
 
 
 def test_dvc_push_then_pull_in_a_fresh_clone_restores_the_bytes(workspace: Path, tmp_path: Path) -> None:
-    run(["git", "checkout", "--", "."], workspace)
+    run(["git", "checkout", "HEAD", "--", "."], workspace)  # what the clone will check out, not the index
     run(["dvc", "checkout", "--force"], workspace)
     run(["dvc", "push"], workspace)
     clone = tmp_path / "clone"

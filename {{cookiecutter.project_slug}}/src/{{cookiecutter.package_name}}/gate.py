@@ -80,7 +80,7 @@ def threshold_checks(overall: dict[str, Any], thresholds: DictConfig) -> list[Ch
 
 @dataclasses.dataclass(frozen=True)
 class Scored:
-    """One model's scores on the golden rows, pre-sorted once so every resample is a weighted cumsum."""
+    """One model's scores on the golden rows: sorted by score, any resample is a weighted running sum."""
 
     labels: np.ndarray
     scores: np.ndarray
