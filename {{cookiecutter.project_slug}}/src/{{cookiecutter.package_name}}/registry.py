@@ -32,9 +32,12 @@ def _client(cfg: DictConfig) -> Any:
 
 
 def _leftover_version(client: Any, name: str, model_md5: str) -> str | None:
-    """A version of this model that a crashed `package` registered but never finished (no bento, no alias)."""
+    """A version of this model that a crashed `package` registered but never finished.
+
+    The bento tag is set before any alias, so a version without one never had an alias either.
+    """
     for version in client.search_model_versions(f"name='{name}'"):
-        if version.tags.get("model_md5") == model_md5 and BENTO_TAG not in version.tags and not version.aliases:
+        if version.tags.get("model_md5") == model_md5 and BENTO_TAG not in version.tags:
             return str(version.version)
     return None
 
