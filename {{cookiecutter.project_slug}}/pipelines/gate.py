@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -13,15 +15,22 @@ from {{ cookiecutter.package_name }}.release.gate import Check, failed_gate, ren
 from {{ cookiecutter.package_name }}.stage import run_stage
 
 
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Whole or not at all: the package stage trusts what this file says."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
 def main(cfg: DictConfig) -> int:
     report_path = Path(cfg.paths.reports) / "gate.json"
     try:
         report = run_gate(cfg)
     except PipelineError as error:
         # Fail closed, and leave a report that says why for the PR comment and the package stage.
-        report_path.write_text(json.dumps(failed_gate(str(error)), indent=2) + "\n", encoding="utf-8")
+        write_report(report_path, failed_gate(str(error)))
         raise
-    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_report(report_path, report)
     print(render_table([Check(**check) for check in report["checks"]]))
     champion = report["champion"]
     print(f"champion: {champion['source']} {champion['reference']}" if champion else "champion: none yet")

@@ -1,23 +1,35 @@
-"""The gate: thresholds, champion regression with a paired bootstrap, fail-closed inputs."""
+"""The gate: thresholds, non-inferiority to the champion (paired bootstrap), latency, behaviour, fail-closed inputs."""
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 from conftest import PROJECT
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from sklearn import metrics as skm
 
 from {{ cookiecutter.package_name }}.errors import PipelineError
+from {{ cookiecutter.package_name }}.evaluation.behaviour import behavioural_checks
+from {{ cookiecutter.package_name }}.release.champion import ChampionError, from_git
 from {{ cookiecutter.package_name }}.release.gate import (
+    Check,
     GateConfigError,
+    Scored,
     _read_json,
+    behavioural_gate_checks,
     champion_checks,
+    latency_check,
+    metric_value,
+    non_inferiority_check,
     paired_bootstrap,
-    regression_check,
     threshold_checks,
 )
 
@@ -48,33 +60,110 @@ def test_unknown_metric_in_thresholds_is_an_error() -> None:
         threshold_checks({"roc_auc": 0.9}, OmegaConf.create({"f7_score": {"min": 0.5}}))
 
 
+def check(labels: np.ndarray, candidate: np.ndarray, champion: np.ndarray, metric: str, tolerance: float) -> Check:
+    new, old = Scored(labels, candidate, 0.5), Scored(labels, champion, 0.5)
+    return non_inferiority_check("r", new, old, metric, tolerance, GATE.regression)
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "pr_auc"])
+def test_vectorised_metrics_equal_sklearn_on_the_unresampled_rows(
+    scored: tuple[np.ndarray, np.ndarray], metric: str
+) -> None:
+    labels, scores = scored
+    tied = np.round(scores, 2)  # ties are where rank-based shortcuts usually go wrong
+    reference = {"roc_auc": skm.roc_auc_score, "pr_auc": skm.average_precision_score}[metric]
+    for values in (scores, tied):
+        assert metric_value(metric, labels, values) == pytest.approx(reference(labels, values), abs=1e-9)
+
+
+def test_resampled_metrics_equal_sklearn_on_the_resampled_rows(scored: tuple[np.ndarray, np.ndarray]) -> None:
+    labels, scores = scored
+    rows = np.random.default_rng(5).integers(0, len(labels), len(labels))
+    weights = np.bincount(rows, minlength=len(labels))[None, :].astype(float)
+    model = Scored(labels, np.round(scores, 2), 0.5)
+    assert model.metric("roc_auc", weights)[0] == pytest.approx(skm.roc_auc_score(labels[rows], model.scores[rows]))
+    expected_ap = skm.average_precision_score(labels[rows], model.scores[rows])
+    assert model.metric("pr_auc", weights)[0] == pytest.approx(expected_ap)
+
+
 def test_equal_candidate_is_not_a_regression(scored: tuple[np.ndarray, np.ndarray]) -> None:
     labels, scores = scored
-    check = regression_check("r", labels, scores, scores.copy(), "pr_auc", 0.0, 0.95, 200)
-    assert check.passed and check.observed == 0.0
+    result = check(labels, scores, scores.copy(), "pr_auc", 0.0)
+    assert result.passed and result.observed == 0.0
 
 
 def test_noise_is_not_a_regression(scored: tuple[np.ndarray, np.ndarray]) -> None:
     labels, scores = scored
     jittered = scores + np.random.default_rng(1).normal(0, 1e-3, len(scores))
-    assert regression_check("r", labels, jittered, scores, "roc_auc", 0.01, 0.95, 200).passed
+    assert check(labels, jittered, scores, "roc_auc", 0.01).passed
 
 
 def test_a_clearly_worse_candidate_is_a_regression(scored: tuple[np.ndarray, np.ndarray]) -> None:
     labels, scores = scored
     worse = np.clip(scores + np.random.default_rng(2).normal(0, 0.3, len(scores)), 0, 1)
-    point, _low, high = paired_bootstrap(labels, worse, scores, "roc_auc", 200, 0.95)
-    assert point < 0 and high < 0
-    assert not regression_check("r", labels, worse, scores, "roc_auc", 0.01, 0.95, 200).passed
+    result = check(labels, worse, scores, "roc_auc", 0.01)
+    assert not result.passed and result.observed < -0.01
 
 
-def test_slices_are_judged_too(scored: tuple[np.ndarray, np.ndarray]) -> None:
+def test_a_drop_the_golden_set_cannot_rule_out_fails(scored: tuple[np.ndarray, np.ndarray]) -> None:
+    """Non-inferiority: the point estimate is inside the tolerance, but its lower bound is not."""
     labels, scores = scored
-    first_half = np.arange(len(labels)) < 2000
+    slightly_worse = np.clip(scores + np.random.default_rng(4).normal(0, 0.06, len(scores)), 0, 1)
+    new, old = Scored(labels, slightly_worse, 0.5), Scored(labels, scores, 0.5)
+    point, resampled = paired_bootstrap(new, old, "roc_auc", 500)
+    low = float(np.quantile(resampled, 0.05))
+    tolerance = -(point + low) / 2  # between the drop of the point estimate and that of the lower bound
+    assert -tolerance < point and low < -tolerance
+    assert not non_inferiority_check("r", new, old, "roc_auc", tolerance, GATE.regression).passed
+
+
+def test_lower_is_better_metrics_count_an_increase_as_a_drop() -> None:
+    labels = np.zeros(1000, dtype=int)
+    champion = np.full(1000, 0.1)
+    more_false_alarms = np.where(np.arange(1000) < 100, 0.9, 0.1)  # FPR 0 -> 0.1
+    result = check(labels, more_false_alarms, champion, "false_positive_rate", 0.02)
+    assert not result.passed and result.observed == pytest.approx(-0.1, abs=0.03)
+
+
+def test_every_slice_gets_a_verdict_by_the_metric_it_has(scored: tuple[np.ndarray, np.ndarray]) -> None:
+    labels, scores = scored
+    rows = np.arange(len(labels))
+    slices = {
+        "overall": np.ones(len(labels), dtype=bool),
+        "slice=a": rows < 2000,
+        "all_fraud": labels == 1,
+        "all_legit": labels == 0,
+        "tiny": rows < 50,
+    }
     worse = scores.copy()
-    worse[first_half] = np.random.default_rng(3).random(2000)  # ruined on one slice only
-    checks = champion_checks(GATE, labels, {"overall": np.ones_like(first_half), "slice=a": first_half}, worse, scores)
-    assert not next(c for c in checks if c.name.endswith("[slice=a]")).passed
+    worse[rows < 2000] = np.random.default_rng(3).random(2000)  # ruined on one slice only
+    checks = {c.name: c for c in champion_checks(GATE, labels, slices, (worse, 0.5), (scores, 0.5))}
+    assert not checks["no_regression_roc_auc[slice=a]"].passed
+    assert "no_regression_recall[all_fraud]" in checks
+    assert "no_regression_false_positive_rate[all_legit]" in checks
+    tiny = checks["no_regression[tiny]"]
+    assert not tiny.judged and tiny.passed and "not judged" in tiny.detail
+    strict = OmegaConf.merge(GATE, {"regression": {"unjudged_slice_fails": True}})
+    assert isinstance(strict, DictConfig)
+    strict_checks = {c.name: c for c in champion_checks(strict, labels, slices, (scores, 0.5), (scores, 0.5))}
+    assert not strict_checks["no_regression[tiny]"].passed
+
+
+def test_latency_is_judged_on_the_single_row_p99() -> None:
+    fast = latency_check({"ms_single_row_p99": 1.0, "ms_per_row_batch": 99.0}, GATE)
+    slow = latency_check({"ms_single_row_p99": 10_000.0, "ms_per_row_batch": 0.001}, GATE)
+    missing = latency_check({"ms_per_row_batch": 0.001}, GATE)
+    assert fast.passed and not slow.passed and not missing.passed
+
+
+def test_an_unstable_model_fails_the_invariance_checks(golden: pd.DataFrame) -> None:
+    def jumpy(frame: pd.DataFrame) -> np.ndarray:  # flips on the cents of the amount
+        return (np.floor(frame["amount"].to_numpy() * 100) % 2).astype(float)
+
+    results = {r.name: r.as_dict() for r in behavioural_checks(jumpy, golden, threshold=0.5)}
+    checks = {c.name: c for c in behavioural_gate_checks(results, GATE.behavioural)}
+    assert not checks["behaviour_invariance_amount_one_percent"].passed
+    assert checks["behaviour_invariance_account_one_day_older"].passed  # it never reads the account age
 
 
 def test_missing_or_broken_metrics_fail_closed(tmp_path: Path) -> None:
@@ -86,3 +175,54 @@ def test_missing_or_broken_metrics_fail_closed(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").write_text(json.dumps({"latency": {}}))
     with pytest.raises(PipelineError, match="no 'overall'"):
         _read_json(tmp_path / "metrics.json")
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """An empty git repository as the working directory; the returned function commits files to it."""
+    monkeypatch.chdir(tmp_path)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], check=True)
+
+    def commit(**files: str) -> None:
+        for name, text in files.items():
+            (tmp_path / name).write_text(text)
+        subprocess.run(["git", "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "c"], check=True)
+
+    return commit
+
+
+def lock(md5: str, path: str = "models/model.pt") -> str:
+    return yaml.safe_dump({"schema": "2.0", "stages": {"train": {"cmd": "x", "outs": [{"path": path, "md5": md5}]}}})
+
+
+def test_no_commit_or_no_lock_at_the_rev_is_a_first_release(repo: Callable[..., None]) -> None:
+    assert from_git("models/model.pt", "main", "a" * 32) is None
+    repo(**{"README.md": "x"})
+    assert from_git("models/model.pt", "main", "a" * 32) is None
+
+
+def test_a_misspelled_rev_fails_closed(repo: Callable[..., None]) -> None:
+    repo(**{"README.md": "x"})
+    with pytest.raises(ChampionError, match="'mian' not found"):
+        from_git("models/model.pt", "mian", "a" * 32)
+
+
+def test_a_lock_that_pins_no_model_fails_closed(repo: Callable[..., None]) -> None:
+    repo(**{"dvc.lock": lock("b" * 32, path="models/other.pt")})
+    with pytest.raises(ChampionError, match=r"pins no models/model\.pt"):
+        from_git("models/model.pt", "main", "a" * 32)
+
+
+def test_a_pinned_champion_that_cannot_be_fetched_fails_closed(repo: Callable[..., None]) -> None:
+    subprocess.run(["dvc", "init", "-q"], check=True)
+    repo(**{"dvc.lock": lock("b" * 32)})
+    with pytest.raises(ChampionError, match="cannot be fetched"):
+        from_git("models/model.pt", "main", "a" * 32)
+
+
+def test_the_candidates_own_commit_is_never_its_champion(repo: Callable[..., None]) -> None:
+    repo(**{"README.md": "x"})
+    repo(**{"dvc.lock": lock("a" * 32)})  # HEAD == main and pins the candidate itself
+    assert from_git("models/model.pt", "main", "a" * 32) is None  # its parent released nothing

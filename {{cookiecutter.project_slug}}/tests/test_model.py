@@ -67,4 +67,4 @@ def test_behavioural_checks_catch_a_model_that_ignores_risk(golden: pd.DataFrame
     results = {r.name: r for r in behavioural_checks(backwards, golden, threshold=0.5)}
     assert results["directional_more_velocity_more_risk"].observed < 0.1
     assert results["directional_card_not_present_more_risk"].observed < 0.5  # rows already without the card stay equal
-    assert results["invariance_transaction_id"].observed == 0.0
+    assert results["invariance_amount_one_percent"].observed == 0.0  # it never reads the amount

@@ -1,7 +1,7 @@
 """Pipeline-slice tests: `dvc repro` on a throwaway copy of this project, the way a user runs it.
 
-The tests of this module share one workspace and run in order: a full run, a no-op rerun,
-then ways the pipeline must stop.
+The tests of this module share one workspace (under a hidden folder) and run in order: a full
+run, a no-op and a forced rerun, then a real champion, and ways the pipeline must stop.
 """
 
 from __future__ import annotations
@@ -12,13 +12,48 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import make_workspace, run
+
+from {{ cookiecutter.package_name }}.lineage import file_md5
 
 FAST = [sys.executable, "tools/params.py", "debug=fast"]
 
 
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared project copy, under a dot-folder: `bentoml build` refuses hidden paths, package must not care."""
+    hidden = tmp_path_factory.mktemp("workspace") / ".hidden"
+    hidden.mkdir()
+    return make_workspace(hidden)
+
+
 def reports(workspace: Path, name: str) -> dict:
     return json.loads((workspace / "reports" / name).read_text())
+
+
+def check_named(gate: dict, name: str) -> dict:
+    return next(check for check in gate["checks"] if check["name"] == name)
+
+
+def assert_every_slice_named(gate: dict, metrics: dict) -> None:
+    """Each slice of metrics.json has a verdict in gate.json (judged, or listed as not judged)."""
+    names = [check["name"] for check in gate["checks"]]
+    for slice_name in metrics["slices"]:
+        assert any(name.endswith(f"[{slice_name}]") for name in names), slice_name
+
+
+def commit(workspace: Path, message: str) -> None:
+    """Commit dvc.lock and tracked files, the way a release pins its model (DVC outputs stay out of git)."""
+    run(["git", "add", "dvc.lock"], workspace)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    run([*git, "commit", "-q", "-a", "--allow-empty", "-m", message], workspace)
+
+
+def registry_versions(workspace: Path) -> int:
+    from mlflow import MlflowClient
+
+    return len(MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}").search_model_versions())
 
 
 def test_repro_runs_every_stage_and_writes_the_contracts(workspace: Path) -> None:
@@ -32,12 +67,16 @@ def test_repro_runs_every_stage_and_writes_the_contracts(workspace: Path) -> Non
     )
     metrics = reports(workspace, "metrics.json")
     assert {"roc_auc", "pr_auc", "brier", "log_loss", "recall_at_precision_0.8"} <= set(metrics["overall"])
-    assert metrics["latency"]["ms_per_row_batch"] > 0 and metrics["behavioural"]
+    assert metrics["latency"]["ms_single_row_p99"] > 0 and metrics["behavioural"]
     gate = reports(workspace, "gate.json")
     assert gate["passed"] and gate["champion"] is None
+    assert "first release" in check_named(gate, "champion_lookup")["detail"]
     assert all({"name", "passed", "observed", "limit", "detail"} <= set(check) for check in gate["checks"])
+    assert_every_slice_named(gate, metrics)
     package = reports(workspace, "package.json")
     assert package["gate_passed"] is True and package["bento_tag"] and package["model_version"] == "1"
+    assert package["model_md5"] == gate["candidate"]["model_md5"]
+    assert package["mlflow_run_id"] != "n/a", "the training run is found again by the model's md5"
     card = (workspace / "reports" / "model_card.md").read_text()
     assert card.startswith("---\n") and "model-index" in card and "## Gate decision: PASSED" in card
     html = (workspace / "reports" / "model_card.html").read_text()
@@ -50,6 +89,30 @@ def test_second_repro_is_a_no_op(workspace: Path) -> None:
     result = run(["dvc", "repro"], workspace)
     assert "Running stage" not in result.stdout
     assert "Data and pipelines are up to date" in run(["dvc", "status"], workspace).stdout
+
+
+def test_forced_repro_rebuilds_the_same_model_byte_for_byte(workspace: Path) -> None:
+    model = workspace / "models" / "model.pt"
+    before, metrics = file_md5(model), reports(workspace, "metrics.json")
+    result = run(["dvc", "repro", "-f"], workspace, timeout=900)
+    assert "Running stage 'train'" in result.stdout
+    assert file_md5(model) == before, "models/model.pt must be a pure function of code, data and params"
+    again = reports(workspace, "metrics.json")
+    for part in ("overall", "slices", "behavioural"):  # latency is a measurement, not a function of the model
+        assert again[part] == metrics[part], part
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], workspace).stdout
+
+
+def test_a_param_reruns_exactly_the_stages_that_read_it(workspace: Path) -> None:
+    for overrides in (["gate.regression.n_bootstrap=400"], []):  # changed, then back (from DVC's run cache)
+        run([*FAST, *overrides], workspace)
+        result = run(["dvc", "repro"], workspace)
+        redone = {
+            stage
+            for stage in ("validate", "train", "evaluate", "gate", "package")
+            if f"Stage '{stage}' didn't change" not in result.stdout
+        }
+        assert redone == {"gate"}, result.stdout
 
 
 def test_impossible_threshold_stops_at_gate_and_package_does_not_run(workspace: Path) -> None:
@@ -70,16 +133,54 @@ def test_package_refuses_a_failed_gate_when_run_alone(workspace: Path) -> None:
     assert result.returncode == 2 and "the gate did not pass" in result.stderr
 
 
-def test_committed_model_becomes_the_champion(workspace: Path) -> None:
+def test_package_refuses_a_gate_report_of_another_model_and_registers_nothing(workspace: Path) -> None:
     run(["dvc", "repro"], workspace)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    run(["git", "add", "-A"], workspace)
-    run([*git, "commit", "-q", "-m", "first model"], workspace)
-    run([sys.executable, "pipelines/gate.py", "gate.champion.source=git"], workspace)
+    gate = reports(workspace, "gate.json")
+    gate["candidate"]["model_md5"] = "0" * 32  # the approval of some other model
+    (workspace / "reports" / "gate.json").write_text(json.dumps(gate))
+    versions = registry_versions(workspace)
+    result = run([sys.executable, "pipelines/package.py"], workspace, check=False)
+    assert result.returncode == 2 and "approved other files" in result.stderr
+    assert registry_versions(workspace) == versions
+
+
+def test_committed_model_becomes_the_champion_and_passes_against_itself(workspace: Path) -> None:
+    run(["dvc", "repro"], workspace)
+    commit(workspace, "first model")
+    run(["git", "checkout", "-q", "-b", "candidate"], workspace)
+    commit(workspace, "work on a branch")  # main is now the release, not the candidate's own commit
+    run(["dvc", "repro", "-f", "-s", "gate"], workspace)
+    gate = reports(workspace, "gate.json")
+    assert gate["passed"] and gate["champion"]["source"] == "git" and gate["champion"]["reference"].startswith("main")
+    comparisons = [c for c in gate["checks"] if c["name"].startswith("no_regression")]
+    assert comparisons and all(c["observed"] == 0.0 for c in comparisons if c["judged"])
+    assert_every_slice_named(gate, reports(workspace, "metrics.json"))
+
+
+def test_a_retrain_with_another_seed_passes_against_the_champion(workspace: Path) -> None:
+    run([*FAST, "seed=7"], workspace)
+    run(["dvc", "repro"], workspace, timeout=900)
     gate = reports(workspace, "gate.json")
     assert gate["passed"] and gate["champion"]["source"] == "git"
-    regression = next(c for c in gate["checks"] if c["name"] == "no_regression_pr_auc")
-    assert regression["observed"] == 0.0, "the same model must compare as exactly equal"
+    assert gate["candidate"]["model_md5"] != gate["champion"]["model_md5"]
+
+
+def test_a_clearly_worse_model_stops_at_the_gate_on_the_regression_check(workspace: Path) -> None:
+    run([*FAST, "model.learning_rate=0", "trainer.max_epochs=1"], workspace)  # the weights never leave init
+    result = run(["dvc", "repro"], workspace, check=False, timeout=900)
+    assert result.returncode != 0 and "Running stage 'package'" not in result.stdout
+    gate = reports(workspace, "gate.json")
+    assert not gate["passed"] and not check_named(gate, "no_regression_pr_auc")["passed"]
+    assert_every_slice_named(gate, reports(workspace, "metrics.json"))
+
+
+def test_a_misspelled_champion_rev_fails_the_gate_with_the_reason(workspace: Path) -> None:
+    run([*FAST, "gate.champion.rev=mian"], workspace)
+    result = run(["dvc", "repro"], workspace, check=False, timeout=900)
+    assert result.returncode != 0 and "Running stage 'package'" not in result.stdout
+    lookup = check_named(reports(workspace, "gate.json"), "champion_lookup")
+    assert not lookup["passed"] and "'mian' not found" in lookup["detail"]
+    run(FAST, workspace)
 
 
 def test_corrupted_raw_data_stops_at_validate(workspace: Path) -> None:
@@ -111,7 +212,7 @@ def test_exp_run_override_reaches_training_and_mlflow(tmp_path: Path) -> None:
 
 
 def test_dvc_push_then_pull_in_a_fresh_clone_restores_the_bytes(workspace: Path, tmp_path: Path) -> None:
-    run(["git", "checkout", "--", "."], workspace)
+    run(["git", "checkout", "HEAD", "--", "."], workspace)  # what the clone will check out, not the index
     run(["dvc", "checkout", "--force"], workspace)
     run(["dvc", "push"], workspace)
     clone = tmp_path / "clone"

@@ -9,6 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from {{ cookiecutter.package_name }}.lineage import file_md5
+from {{ cookiecutter.package_name }}.release.champion import ChampionError, from_registry
 from {{ cookiecutter.package_name }}.release.registry import (
     CHALLENGER,
     CHAMPION,
@@ -16,6 +18,8 @@ from {{ cookiecutter.package_name }}.release.registry import (
     aliased_version,
     promote,
     register_challenger,
+    reserve_version,
+    set_challenger,
 )
 from {{ cookiecutter.package_name }}.training.artifact import ScoringModel
 from {{ cookiecutter.package_name }}.training.model import build_network
@@ -55,24 +59,24 @@ def setup(tmp_path: Path, transactions: pd.DataFrame, monkeypatch: pytest.Monkey
 
 def test_gate_passed_model_becomes_challenger_then_champion(setup) -> None:
     cfg, path, example = setup
-    version = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "abc"})
+    version = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "abc"}, "svc:1")
     assert aliased_version(cfg, CHALLENGER) == version and aliased_version(cfg, CHAMPION) is None
     record = promote(cfg, version, approved_by="alice")
     assert aliased_version(cfg, CHAMPION) == version
     assert record["approved_by"] == "alice" and record["approved_at"]
-    second = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "def"})
+    second = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "def"}, "svc:2")
     assert promote(cfg, second, approved_by="bob")["previous_champion"] == version
 
 
 def test_failed_gate_is_never_registered(setup) -> None:
     cfg, path, example = setup
     with pytest.raises(RegistryError, match="gate did not pass"):
-        register_challenger(cfg, path, example, {"passed": False}, {})
+        register_challenger(cfg, path, example, {"passed": False}, {}, "svc:1")
 
 
 def test_promotion_refuses_unknown_or_ungated_versions_and_needs_an_approver(setup) -> None:
     cfg, path, example = setup
-    version = register_challenger(cfg, path, example, {"passed": True}, {})
+    version = register_challenger(cfg, path, example, {"passed": True}, {}, "svc:1")
     with pytest.raises(RegistryError, match="no version '99'"):
         promote(cfg, "99", approved_by="alice")
     with pytest.raises(RegistryError, match="approver"):
@@ -84,18 +88,49 @@ def test_promotion_refuses_unknown_or_ungated_versions_and_needs_an_approver(set
         promote(cfg, version, approved_by="alice")
 
 
+def test_a_crashed_package_leaves_a_version_that_is_reused_never_aliased(setup) -> None:
+    cfg, path, example = setup
+    reserved = reserve_version(cfg, path, example, {"git_commit": "abc"})
+    assert aliased_version(cfg, CHALLENGER) is None  # a crash here leaves no alias behind
+    with pytest.raises(RegistryError, match="has no bento"):
+        promote(cfg, reserved, approved_by="alice")
+    assert reserve_version(cfg, path, example, {"git_commit": "abc"}) == reserved  # the rerun reuses it
+    set_challenger(cfg, reserved, "service:abc")
+    assert aliased_version(cfg, CHALLENGER) == reserved
+    assert reserve_version(cfg, path, example, {"git_commit": "abc"}) != reserved  # a finished one is not reused
+
+
+def test_the_registry_champion_is_loaded_from_its_alias(setup) -> None:
+    cfg, path, example = setup
+    assert from_registry(cfg) is None  # no registered model yet
+    version = register_challenger(cfg, path, example, {"passed": True}, {"git_commit": "abc"}, "svc:1")
+    assert from_registry(cfg) is None  # a challenger is not a champion
+    promote(cfg, version, approved_by="alice")
+    champion = from_registry(cfg)
+    assert champion is not None and champion.reference.endswith(f"v{version}")
+    assert champion.model_md5 == file_md5(path)
+    assert champion.score(example).shape == (len(example),)
+
+
+def test_an_unreachable_registry_fails_closed(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, _path, _example = setup
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(ChampionError, match="registry could not be read"):
+        from_registry(cfg)
+
+
 def test_the_registered_model_ships_scoring_code_only(setup, transactions: pd.DataFrame) -> None:
     """The pyfunc carries what scores a row, not the deploy, release, serving or test code of the project."""
     import mlflow
 
     cfg, path, example = setup
-    version = register_challenger(cfg, path, example, {"passed": True}, {})
+    version = register_challenger(cfg, path, example, {"passed": True}, {}, "svc:1")
     local = Path(mlflow.artifacts.download_artifacts(f"models:/registry-test/{version}"))
-    shipped = {p.relative_to(local).as_posix() for p in local.rglob("*.py")}
-    code = sorted(name for name in shipped if name.startswith("code/"))
+    code = sorted(p.relative_to(local).as_posix() for p in local.rglob("*.py") if "code" in p.relative_to(local).parts)
     assert any(name.endswith("training/artifact.py") for name in code), code
     for unwanted in ("deploy/", "release/", "serving/", "tests/", "tools/", "benchmarks/", "standin", "loadgen"):
         assert not [name for name in code if unwanted in name], f"{unwanted} shipped with the model: {code}"
     loaded = mlflow.pyfunc.load_model(f"models:/registry-test/{version}")
-    scores = loaded.predict(transactions.drop(columns=["is_fraud"]).head(5))
-    assert len(scores) == 5
+    assert len(loaded.predict(transactions.drop(columns=["is_fraud"]).head(5))) == 5

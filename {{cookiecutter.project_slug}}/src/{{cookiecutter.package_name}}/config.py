@@ -38,7 +38,7 @@ TYPED_KEYS: dict[str, tuple[type, float | None]] = {
     "model.dropout": (float, 0.0),
     "gate.regression.tolerance": (float, 0.0),
     "gate.regression.n_bootstrap": (int, 10),
-    "gate.latency.max_ms_per_row": (float, 0.0),
+    "gate.latency.max_ms_single_row_p99": (float, 0.0),
 }
 
 

@@ -1,4 +1,4 @@
-"""Where a model came from: git commit, data versions, software environment."""
+"""Where a model came from: git commit, data versions, software environment (recorded beside it)."""
 
 from __future__ import annotations
 
@@ -61,3 +61,14 @@ def environment() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return {"python": sys.version.split()[0], "platform": platform.platform(), **versions}
+
+
+def record_lineage(run_id: str, model_path: Path) -> None:
+    """Tag the training run with the model's md5: the key that finds run, commit and time again.
+
+    Lineage lives beside the model (the run already carries git_commit, start time and env.* tags),
+    never inside it, so model.pt stays a pure function of code, data and params.
+    """
+    from mlflow import MlflowClient
+
+    MlflowClient().set_tag(run_id, "model_md5", file_md5(model_path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,9 +15,11 @@ from ..data import GoldenSchema, slice_masks
 from ..data.schema import ID_COLUMN, LABEL_COLUMN, SLICE_COLUMN
 from ..data.validation import read_table
 from ..errors import PipelineError
-from ..training.artifact import ScoringModel
 from .behaviour import behavioural_checks
 from .metrics import classification_metrics, plot_data
+
+if TYPE_CHECKING:  # the gate loads the golden set without importing torch and lightning
+    from ..training.artifact import ScoringModel
 
 
 class GoldenSetError(PipelineError):
@@ -35,20 +37,30 @@ def load_golden(path: str | Path) -> pd.DataFrame:
         raise GoldenSetError(f"{path} does not match the golden-set schema: {listed}") from errors
 
 
-def measure_latency(model: ScoringModel, rows: pd.DataFrame, repeats: int = 5) -> dict[str, float]:
-    """Median milliseconds per row for a batch, and for a single row, after a warm-up call."""
+def measure_latency(
+    model: ScoringModel, rows: pd.DataFrame, repeats: int = 5, single_calls: int = 300
+) -> dict[str, float]:
+    """Single-row latency as serving pays it (one request, one row: p99 of repeated in-process calls),
+    and, for reference, milliseconds per row inside a large batch. Warmed up first."""
     model.predict_proba(rows.head(8))
-    batch_times, single_times = [], []
+    single = [rows.iloc[[i % len(rows)]] for i in range(single_calls)]
+    for frame in single[:20]:
+        model.predict_proba(frame)
+    single_times = []
+    for frame in single:
+        started = time.perf_counter()
+        model.predict_proba(frame)
+        single_times.append((time.perf_counter() - started) * 1000)
+    batch_times = []
     for _ in range(repeats):
         started = time.perf_counter()
         model.predict_proba(rows)
         batch_times.append((time.perf_counter() - started) * 1000 / len(rows))
-        started = time.perf_counter()
-        model.predict_proba(rows.head(1))
-        single_times.append((time.perf_counter() - started) * 1000)
     return {
-        "ms_per_row_batch": float(np.median(batch_times)),
+        "ms_single_row_p99": float(np.quantile(single_times, 0.99)),
         "ms_single_row": float(np.median(single_times)),
+        "single_row_calls": single_calls,
+        "ms_per_row_batch": float(np.median(batch_times)),
         "batch_rows": len(rows),
     }
 

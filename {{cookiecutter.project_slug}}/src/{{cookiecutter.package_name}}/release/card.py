@@ -123,6 +123,15 @@ def plots(plots_dir: Path, metrics: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _versus(check: dict[str, Any] | None) -> str:
+    """A slice's champion comparison in one cell: lower bound and verdict, or why it was not judged."""
+    if check is None:
+        return "n/a"
+    if check.get("observed") is None:
+        return f"not judged ({'pass' if check['passed'] else 'FAIL'})"
+    return f"{check['observed']:+.4f} ({'pass' if check['passed'] else 'FAIL'})"
+
+
 def _slice_rows(metrics: dict[str, Any], gate: dict[str, Any]) -> list[dict[str, str]]:
     versus = {c["name"].split("[", 1)[1].rstrip("]"): c for c in gate.get("checks", []) if "[" in c["name"]}
     rows = []
@@ -136,7 +145,7 @@ def _slice_rows(metrics: dict[str, Any], gate: dict[str, Any]) -> list[dict[str,
                 "roc_auc": _fmt(values.get("roc_auc")),
                 "recall": _fmt(values.get("recall")),
                 "fpr": _fmt(values.get("false_positive_rate")),
-                "versus": f"{check['observed']:+.4f} ({'pass' if check['passed'] else 'FAIL'})" if check else "n/a",
+                "versus": _versus(check),
             }
         )
     return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,11 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.schema import LABEL_COLUMN, SLICE_COLUMN
 from ..errors import PipelineError
 from ..evaluation.evaluate import load_golden
-from ..lineage import file_md5, git_commit
+from ..lineage import environment, file_md5, git_commit
 from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, SERVE_FILE, score_body
 from ..training.artifact import ScoringModel, load_model
 from .card import render_card
-from .registry import register_challenger
+from .registry import reserve_version, set_challenger, training_run
 
 BENTO_DIR = Path("bentos")
 # Files the package stage writes into the bento build context (git-ignored there).
@@ -41,6 +42,24 @@ def read_gate(path: Path) -> dict[str, Any]:
         failed = [c["name"] for c in report.get("checks", []) if not c.get("passed")]
         raise PackageError(f"the gate did not pass ({', '.join(failed) or 'no checks'}): nothing is packaged")
     return report
+
+
+def check_approval(gate: dict[str, Any], files: dict[str, Path]) -> dict[str, str]:
+    """The md5 of each file, refusing when it is not the file the gate approved (`<name>_md5` in gate.json)."""
+    approved = gate.get("candidate") or {}
+    hashes = {name: file_md5(path) for name, path in files.items()}
+    stale = [
+        f"{path} has md5 {hashes[name]}, the gate approved {approved.get(f'{name}_md5')!r}"
+        for name, path in files.items()
+        if approved.get(f"{name}_md5") != hashes[name]
+    ]
+    if stale:
+        raise PackageError(
+            "reports/gate.json approved other files than the ones to package: "
+            + "; ".join(stale)
+            + ". Re-run the gate (`dvc repro gate`); nothing is packaged"
+        )
+    return hashes
 
 
 def request_body(rows: pd.DataFrame) -> dict[str, Any]:
@@ -73,87 +92,144 @@ def save_bento_model(
     return str(bento_model.tag)
 
 
+def remove_leftovers(labels: dict[str, str]) -> list[str]:
+    """Delete bentos and bento models a crashed run built for this (never aliased) registry version."""
+    import bentoml
+
+    removed = []
+    for bento in bentoml.bentos.list():
+        if all(bento.info.labels.get(k) == v for k, v in labels.items()):
+            bentoml.bentos.delete(bento.tag)
+            removed.append(str(bento.tag))
+    for model in bentoml.models.list():  # listing by name raises NotFound while the store has none
+        if model.tag.name == MODEL_NAME and all(model.info.labels.get(k) == v for k, v in labels.items()):
+            bentoml.models.delete(model.tag)
+            removed.append(str(model.tag))
+    return removed
+
+
 def build_wheel(destination: Path) -> list[str]:
     """The project's own wheel goes into the bento, so the container runs the same preprocessing code."""
-    if destination.exists():
-        shutil.rmtree(destination)
     with tempfile.TemporaryDirectory() as scratch:
         subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", scratch, "."],
             check=True,
         )
-        destination.mkdir(parents=True)
+        destination.mkdir(parents=True, exist_ok=True)
         for wheel in Path(scratch).glob("*.whl"):
             shutil.copy(wheel, destination / wheel.name)
     return sorted(str(path.relative_to(destination.parent)) for path in destination.glob("*.whl"))
 
 
 def build_bento(labels: dict[str, str]) -> Any:
-    """`bentoml build` of bentos/bentofile.yaml, plus the freshly built project wheel."""
+    """`bentoml build` of bentos/bentofile.yaml plus the freshly built project wheel.
+
+    BentoML refuses a wheel whose absolute path has a dot-folder in it (and one outside the working
+    directory), so a project under e.g. ~/.work/ could not build in place: the build context (the
+    included files and the wheel) is assembled in a scratch folder and built from there.
+    """
     import bentoml
     import yaml
 
     config = yaml.safe_load((BENTO_DIR / "bentofile.yaml").read_text(encoding="utf-8"))
-    config.setdefault("python", {})["wheels"] = build_wheel(BENTO_DIR / "wheels")
     config["labels"] = {**config.get("labels", {}), **labels}
-    return bentoml.bentos.build(**config, build_ctx=str(BENTO_DIR))
+    with tempfile.TemporaryDirectory(prefix="bento-context-") as scratch:
+        context = Path(scratch)
+        for pattern in config.get("include", []):
+            for path in BENTO_DIR.glob(pattern):
+                shutil.copy(path, context / path.relative_to(BENTO_DIR))
+        config.setdefault("python", {})["wheels"] = build_wheel(context / "wheels")
+        previous = Path.cwd()
+        os.chdir(context)
+        try:
+            return bentoml.bentos.build(**config, build_ctx=str(context))
+        finally:
+            os.chdir(previous)
 
 
-def package(cfg: DictConfig) -> dict[str, Any]:
-    reports = Path(cfg.paths.reports)
-    gate = read_gate(reports / "gate.json")
-    metrics = json.loads((reports / "metrics.json").read_text(encoding="utf-8"))
-    model_path = Path(cfg.paths.model)
-    model = load_model(model_path)
-    golden = load_golden(cfg.paths.golden)
-    commit = git_commit()
-    model_md5 = file_md5(model_path)
-    example_rows = golden.drop(columns=[SLICE_COLUMN]).head(5)
-    data_md5 = {name: info["md5"] for name, info in model.metadata.get("data", {}).items()}
-    version = register_challenger(
-        cfg,
-        model_path,
-        example_rows.drop(columns=[LABEL_COLUMN]),
-        gate,
-        {"git_commit": commit, "model_md5": model_md5, **{f"data.{k}.md5": v for k, v in data_md5.items()}},
-    )
-    context = {
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the whole new one, never half of it (temp file + rename)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def card_context(
+    cfg: DictConfig,
+    model: ScoringModel,
+    golden: pd.DataFrame,
+    version: str,
+    gate: dict[str, Any],
+    lineage: dict[str, Any],
+) -> dict[str, Any]:
+    """What the model card says: the model, its data, its lineage (from its training run) and the gate."""
+    return {
         "model_name": str(cfg.logger.registered_model_name),
         "model_version": version,
         "license": "{{ cookiecutter.license }}",
         "architecture": model.architecture,
         "threshold": model.threshold,
-        "git_commit": commit,
-        "mlflow_run_id": model.metadata.get("mlflow_run_id") or "n/a",
+        "git_commit": lineage["git_commit"],
+        "mlflow_run_id": lineage["mlflow_run_id"],
+        "trained_at": lineage["trained_at"],
         "bento_tag": None,
         "data": model.metadata.get("data", {}),
         "train_rows": model.metadata.get("train_rows", 0),
         "val_rows": model.metadata.get("val_rows", 0),
         "train_fraud_rate": model.metadata.get("train_fraud_rate", 0.0),
         "golden_path": cfg.paths.golden,
-        "golden_md5": file_md5(cfg.paths.golden),
+        "golden_md5": gate["candidate"]["golden_md5"],
         "golden_rows": len(golden),
         "golden_slices": ", ".join(f"{k} ({v})" for k, v in golden[SLICE_COLUMN].value_counts().items()),
-        "metrics": metrics,
+        "metrics": json.loads((Path(cfg.paths.reports) / "metrics.json").read_text(encoding="utf-8")),
         "gate": gate,
-        "environment": model.metadata.get("environment", {}),
+        "environment": lineage["environment"] or environment(),
         "params_yaml": OmegaConf.to_yaml(cfg).strip(),
     }
-    card_md, card_html = render_card(context, Path(cfg.paths.plots))
-    (reports / "model_card.md").write_text(card_md, encoding="utf-8")
-    (reports / "model_card.html").write_text(card_html, encoding="utf-8")
 
-    example = request_body(example_rows.head(2))
+
+def package(cfg: DictConfig) -> dict[str, Any]:
+    """One transaction: check the approval, reserve a version, build the bento, then set `challenger` last.
+
+    A rerun after a crash at any point reuses the reserved version and deletes the half-built bento,
+    so `challenger` only ever points at a version whose bento exists.
+    """
+    reports = Path(cfg.paths.reports)
+    gate = read_gate(reports / "gate.json")
+    model_path = Path(cfg.paths.model)
+    hashes = check_approval(gate, {"model": model_path, "golden": Path(cfg.paths.golden)})
+    model = load_model(model_path)
+    golden = load_golden(cfg.paths.golden)
+    lineage = training_run(cfg, hashes["model"])
+    commit = git_commit()
+    example_rows = golden.drop(columns=[SLICE_COLUMN]).head(5)
+    data_md5 = {name: info["md5"] for name, info in model.metadata.get("data", {}).items()}
+    version = reserve_version(
+        cfg,
+        model_path,
+        example_rows.drop(columns=[LABEL_COLUMN]),
+        {
+            "git_commit": commit,
+            "model_md5": hashes["model"],
+            "golden_md5": hashes["golden"],
+            "train_run_id": lineage["mlflow_run_id"],
+            **{f"data.{k}.md5": v for k, v in data_md5.items()},
+        },
+    )
+    labels = {"registry_version": version, "model_md5": hashes["model"]}
+    for leftover in remove_leftovers(labels):
+        print(f"removed {leftover}, left by an unfinished package run")
+    card_md, card_html = render_card(card_context(cfg, model, golden, version, gate, lineage), Path(cfg.paths.plots))
     model_tag = save_bento_model(
         model_path,
-        example,
+        request_body(example_rows.head(2)),
         card_md,
-        labels={"registry_version": version, "git_commit": commit[:40]},
+        labels={**labels, "git_commit": commit[:40]},
         metadata={
-            "model_md5": model_md5,
+            "model_md5": hashes["model"],
             "registry_version": version,
             "gate_passed": True,
-            "metrics": metrics["overall"],
+            "metrics": gate["candidate"]["metrics"],
         },
     )
     (BENTO_DIR / SMOKE_FILE).write_text(
@@ -162,14 +238,20 @@ def package(cfg: DictConfig) -> dict[str, Any]:
     (BENTO_DIR / CARD_FILE).write_text(card_md, encoding="utf-8")
     serve_config = {**OmegaConf.to_container(cfg.serve), "model_tag": model_tag}  # type: ignore[dict-item]
     (BENTO_DIR / SERVE_FILE).write_text(json.dumps(serve_config), encoding="utf-8")
-    bento = build_bento({"registry_version": version, "git_commit": commit[:40]})
+    bento = build_bento({**labels, "git_commit": commit[:40]})
+    set_challenger(cfg, version, str(bento.tag))
     result = {
         "bento_tag": str(bento.tag),
         "bento_model_tag": model_tag,
         "model_version": version,
-        "model_md5": model_md5,
+        "model_md5": hashes["model"],
+        "golden_md5": hashes["golden"],
         "git_commit": commit,
+        "mlflow_run_id": lineage["mlflow_run_id"],
+        "trained_at": lineage["trained_at"],
         "gate_passed": True,
     }
-    (reports / "package.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_atomically(reports / "model_card.md", card_md)
+    write_atomically(reports / "model_card.html", card_html)
+    write_atomically(reports / "package.json", json.dumps(result, indent=2) + "\n")
     return result

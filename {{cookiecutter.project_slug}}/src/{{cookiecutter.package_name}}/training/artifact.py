@@ -8,29 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
+from .network import build_network
 from .preprocessing import Preprocessor
 
 FORMAT_VERSION = 1
-
-
-def build_network(in_features: int, hidden_sizes: Sequence[int], dropout: float) -> nn.Sequential:
-    """An MLP that outputs one logit per row; here, not in the training module, so scoring needs no Lightning."""
-    layers: list[nn.Module] = []
-    width = in_features
-    for size in hidden_sizes:
-        layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
-        width = size
-    layers.append(nn.Linear(width, 1))
-    return nn.Sequential(*layers)
 
 
 @dataclasses.dataclass

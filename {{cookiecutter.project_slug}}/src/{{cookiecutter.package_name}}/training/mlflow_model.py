@@ -24,7 +24,7 @@ SCORING_MODULES = (
     "data/generate.py",
     "training/__init__.py",
     "training/artifact.py",
-    "training/model.py",
+    "training/network.py",
     "training/preprocessing.py",
     "training/mlflow_model.py",
 )

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
-from .artifact import build_network
+from .network import build_network
 
 __all__ = ["FraudClassifier", "build_network"]
 
