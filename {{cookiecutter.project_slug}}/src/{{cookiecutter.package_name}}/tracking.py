@@ -48,8 +48,17 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///"))
 
 
+# Every column that holds an artifact location under the experiment's root.
+LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
+
+
 def relocate_artifacts(database: Path, experiment_id: str, location: str) -> None:
-    """Point an experiment (and its runs) at `location` when the project was copied or moved.
+    """Point an experiment, its runs and models at `location` when the project was copied or moved.
 
     MLflow stores artifact locations as absolute paths and offers no call to change them; without
     this, a copied project would keep writing its artifacts into the folder it was copied from.
@@ -64,14 +73,11 @@ def relocate_artifacts(database: Path, experiment_id: str, location: str) -> Non
         if old is None or old == location:
             return
         log.info("MLflow artifacts of this experiment move from %s to %s", old, location)
-        connection.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (location, experiment_id)
-        )
-        connection.execute(
-            "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
-            "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
-            (location, len(old) + 1, experiment_id, len(old), old),
-        )
+        for table, column in LOCATION_COLUMNS:
+            connection.execute(
+                f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                (location, len(old) + 1, len(old), old),
+            )
 
 
 def configure(cfg: DictConfig) -> str:
