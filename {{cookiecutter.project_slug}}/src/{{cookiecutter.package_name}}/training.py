@@ -272,6 +272,14 @@ def closing_run(run_id: str) -> Iterator[None]:
     end_run(run_id, "FINISHED")
 
 
+def launched_as_rank_zero() -> bool:
+    """False in the extra processes Lightning's DDP launcher starts (it re-runs this script per device).
+
+    Those train alongside rank zero but leave MLflow, the run directory and the artifact to it.
+    """
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train on the validated data, save the artifact and metrics, record the run in MLflow."""
     check_trainable(cfg)
@@ -288,6 +296,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     checkpoints, resume = Path(cfg.paths.checkpoints), bool(cfg.train.resume)
     identity = run_identity(cfg, validated)
     resume_from = resume_point(checkpoints, resume, identity)
+    if not launched_as_rank_zero():
+        return fit(cfg, datamodule, frame, None, resume_from)
     # Everything above only reads; from here on the run writes checkpoints and MLflow records.
     previous = read_run_state(checkpoints) if resume else None
     run_id = start_run(cfg, {"resumed_from": previous["mlflow_run_id"]} if previous else {})
@@ -299,7 +309,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def fit(
-    cfg: DictConfig, datamodule: TransactionsDataModule, frame: pd.DataFrame, run_id: str, resume_from: str | None
+    cfg: DictConfig,
+    datamodule: TransactionsDataModule,
+    frame: pd.DataFrame,
+    run_id: str | None,
+    resume_from: str | None,
 ) -> dict[str, Any]:
     """Fit (or continue) the model, then write the artifact, the metrics and the MLflow record."""
     from hydra.utils import instantiate
@@ -311,7 +325,7 @@ def fit(
     checkpoints = Path(cfg.paths.checkpoints)
     checkpoint = ModelCheckpoint(dirpath=checkpoints, filename=BEST_CHECKPOINT, monitor="val/pr_auc", mode="max")
     summary = EpochSummary()
-    logger = mlflow_logger(cfg, run_id)
+    logger = mlflow_logger(cfg, run_id) if run_id is not None else False
     interactive = sys.stderr.isatty() and not os.environ.get("CI")
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
