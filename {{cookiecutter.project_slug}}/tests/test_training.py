@@ -83,6 +83,7 @@ def _new_runs(workspace: Path, before: dict[str, str]) -> list[str]:
     return [status for run_id, status in _runs(workspace).items() if run_id not in before]
 
 
+@pytest.mark.slow  # three training runs: over a minute on two shared cores
 def test_a_killed_run_resumes_and_ends_like_an_unbroken_one(trained: Path) -> None:
     command = [*TRAIN, "trainer.max_epochs=6", "data.batch_size=256"]
     run(command, trained)
@@ -114,6 +115,7 @@ def test_a_killed_run_resumes_and_ends_like_an_unbroken_one(trained: Path) -> No
     assert finished.returncode == 2 and "finished" in finished.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_the_mlflow_run_killed(trained: Path, signum: signal.Signals) -> None:
     before = _runs(trained)
@@ -187,6 +189,7 @@ def test_resume_without_a_checkpoint_says_so(trained: Path, tmp_path: Path) -> N
     assert result.returncode == 2 and "no checkpoint" in result.stderr
 
 
+@pytest.mark.slow  # two training runs and a copy of the project
 def test_a_copied_project_logs_its_artifacts_inside_itself(trained: Path, tmp_path: Path) -> None:
     command = [*TRAIN, "trainer.max_epochs=2", "trainer.log_every_n_steps=50"]
     run(command, trained)
