@@ -16,6 +16,7 @@ rows only. The figure to watch is lightning / raw (target on GPU: >= 0.95).
     python benchmarks/bench_train.py --device cpu --rows 500000 --batch-size 4096
     python benchmarks/bench_train.py --device cuda --rows 2000000 --hidden-sizes 256 256   # on a GPU box
     python benchmarks/bench_train.py --ablations --count-syncs                             # why a gap
+    python benchmarks/bench_train.py --startup 5     # what the train stage pays before its first batch
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import add_project_argument, import_package, machine_line, resolve_project, table
+from common import add_project_argument, child_env, import_package, machine_line, package_name, resolve_project, table
 from torch import nn
 
 PATHS = ("raw", "lightning", "lightning+val", "dataloader")
@@ -79,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="count device->host reads (aten::_local_scalar_dense) per step in each path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--startup", type=int, default=0, metavar="N",
+                        help="instead of training: import the train stage's modules in N fresh interpreters")
     args = parser.parse_args(argv)
     if args.ablations:
         args.paths = list(dict.fromkeys([*args.paths, *ABLATIONS]))
@@ -450,12 +454,49 @@ def report(setup: Setup, results: dict[str, list[Timing]], syncs: dict[str, floa
               "reads of its CPU-side step counters (one per parameter tensor) do not.")
 
 
+STARTUP_MODULES = ("torch", "lightning", "pandas", "pandera", "hydra", "mlflow")
+
+
+def import_costs(project: Path) -> dict[str, float]:
+    """Seconds to import the train stage's library module in a fresh interpreter, and the heavy parts of it.
+
+    Cumulative figures from `python -X importtime`; a module counted under another is not counted twice
+    in the total, which is the wall time of the whole import.
+    """
+    module = f"{package_name(project)}.training"
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=project, env=child_env(project),
+                          capture_output=True, text=True, check=True)
+    costs = {"total": float(done.stdout.strip())}
+    for line in done.stderr.splitlines():
+        fields = [field.strip() for field in line.removeprefix("import time:").split("|")]
+        if len(fields) == 3 and fields[2] in STARTUP_MODULES:
+            costs[fields[2]] = int(fields[1]) / 1e6
+    return costs
+
+
+def startup(args: argparse.Namespace, project: Path) -> int:
+    """Median import costs over --startup fresh interpreters (the first warms the file cache, not counted)."""
+    import_costs(project)
+    runs = [import_costs(project) for _ in range(args.startup)]
+    names = ["total", *[name for name in STARTUP_MODULES if all(name in run for run in runs)]]
+    print(f"project {project}\n{machine_line()}, load average {os.getloadavg()[0]:.1f}")
+    print(table(["import", "median s", "min s"],
+                [[name, f"{statistics.median(r[name] for r in runs):.2f}", f"{min(r[name] for r in runs):.2f}"]
+                 for name in names]))
+    if args.json:
+        args.json.write_text(json.dumps({"startup": runs}, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         project = resolve_project(args.project, Path(scratch))
+        if args.startup:
+            return startup(args, project)
         setup = Setup(args, project)
         import lightning
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +19,7 @@ from conftest import make_workspace, run
 
 from {{ cookiecutter.package_name }}.data.validation import file_md5
 from {{ cookiecutter.package_name }}.training.artifact import load_model
+from {{ cookiecutter.package_name }}.training.train import LAST_CHECKPOINT, TrainingError, resume_point, write_run_state
 
 TRAIN = [sys.executable, "pipelines/train.py"]
 
@@ -43,40 +47,175 @@ def test_two_cpu_runs_are_bit_identical(trained: Path) -> None:
         assert torch.equal(tensor, second_weights[name]), name
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint(trained: Path) -> None:
-    command = [*TRAIN, "trainer.max_epochs=12", "data.batch_size=256"]
-    process = subprocess.Popen(
+def _start(command: list[str], workspace: Path) -> subprocess.Popen[str]:
+    """The stage in the background, set up as conftest.run sets it up."""
+    return subprocess.Popen(
         command,
-        cwd=trained,
+        cwd=workspace,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={
-            **__import__("os").environ,
-            "PYTHONPATH": str(trained / "src"),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{trained / 'mlflow.db'}",
+            **os.environ,
+            "PYTHONPATH": str(workspace / "src"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{workspace / 'mlflow.db'}",
         },
     )
-    last = trained / "models" / "checkpoints" / "last.ckpt"
+
+
+def _wait_for_epochs(process: subprocess.Popen[str], last: Path, epochs: int) -> None:
+    """Block until `last` holds at least `epochs` finished epochs (or the process ends)."""
     deadline = time.monotonic() + 300
-    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
+    while time.monotonic() < deadline and process.poll() is None:
+        if last.exists() and torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1 >= epochs:
+            return
+        time.sleep(0.1)
+
+
+def _runs(workspace: Path) -> dict[str, str]:
+    """run id -> status of every run in the workspace's MLflow store (none before the first run)."""
+    if not (workspace / "mlflow.db").exists():
+        return {}
+    with sqlite3.connect(workspace / "mlflow.db") as connection:
+        return dict(connection.execute("SELECT run_uuid, status FROM runs").fetchall())
+
+
+def _new_runs(workspace: Path, before: dict[str, str]) -> list[str]:
+    return [status for run_id, status in _runs(workspace).items() if run_id not in before]
+
+
+@pytest.mark.slow  # three training runs: over a minute on two shared cores
+def test_a_killed_run_resumes_and_ends_like_an_unbroken_one(trained: Path) -> None:
+    command = [*TRAIN, "trainer.max_epochs=6", "data.batch_size=256"]
+    run(command, trained)
+    unbroken, _ = _weights_and_metrics(trained)
+    last = trained / "models" / "checkpoints" / "last.ckpt"
+    last.unlink()  # the finished run's; the killed run writes its own
+    process = _start(command, trained)
+    _wait_for_epochs(process, last, 2)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    assert last.exists(), "no checkpoint was written before the kill"
     killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
-    assert killed_at < 11, "the run finished before it could be killed"
+    assert 1 <= killed_at < 5, "the run was not killed between epochs 2 and 5"
+    assert "RUNNING" in _runs(trained).values()
+
+    changed = run([*command, "data.batch_size=512", "train.resume=true"], trained, check=False)
+    assert changed.returncode == 2 and "data.batch_size" in changed.stderr
     resumed = run([*command, "train.resume=true"], trained)
     assert "resuming from" in resumed.stdout + resumed.stderr
-    epochs = json.loads((trained / "reports" / "train_metrics.json").read_text())["epochs"]
-    assert epochs == 12
     first_epoch_line = next(line for line in resumed.stdout.splitlines() if line.startswith("epoch "))
-    assert not first_epoch_line.startswith("epoch 1/"), "the resumed run started over"
+    assert first_epoch_line.startswith(f"epoch {killed_at + 2}/6"), first_epoch_line
+    weights, metrics = _weights_and_metrics(trained)
+    assert metrics["epochs"] == 6
+    for name, tensor in unbroken.items():
+        assert torch.equal(tensor, weights[name]), name
+    assert f"trained {5 - killed_at} epochs ({killed_at + 2}-6)" in resumed.stdout
+    assert "RUNNING" not in _runs(trained).values() and "KILLED" in _runs(trained).values()
+
+    finished = run([*command, "train.resume=true"], trained, check=False)
+    assert finished.returncode == 2 and "finished" in finished.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_the_mlflow_run_killed(trained: Path, signum: signal.Signals) -> None:
+    before = _runs(trained)
+    shutil.rmtree(trained / "models" / "checkpoints", ignore_errors=True)
+    process = _start([*TRAIN, "trainer.max_epochs=40"], trained)
+    _wait_for_epochs(process, trained / "models" / "checkpoints" / "last.ckpt", 1)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, output[-3000:]
+    assert _new_runs(trained, before) == ["KILLED"], output[-3000:]
+
+
+def test_an_error_after_the_run_started_ends_it_failed(trained: Path) -> None:
+    before = _runs(trained)
+    (trained / "blocker").write_text("a file where the model's folder should be\n")
+    result = run([*TRAIN, "trainer.max_epochs=1", "paths.model=blocker/model.pt"], trained, check=False)
+    assert result.returncode != 0
+    assert _new_runs(trained, before) == ["FAILED"], result.stderr[-3000:]
+
+
+def test_an_unknown_trainer_key_changes_nothing(trained: Path) -> None:
+    checkpoints = trained / "models" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / "keep").write_text("kept\n")
+    before = _runs(trained)
+    for override, message in [
+        ("trainer.foo=1", "bad override trainer.foo=1: Could not override 'trainer.foo'."),  # Hydra's struct check
+        ("+trainer.foo=1", "unknown trainer setting(s) trainer.foo: see the arguments of lightning.pytorch.Trainer"),
+    ]:
+        result = run([*TRAIN, override], trained, check=False)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+    assert (checkpoints / "keep").read_text() == "kept\n"
+    assert _runs(trained) == before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # `+key=value` adds a key Hydra's config does not have; training still refuses it, before any side effect.
+        (["+trainer.max_epoch=2"], "did you mean max_epochs?"),
+        (["+model.hidden=[8]"], "unknown model setting(s) model.hidden"),
+        (["+trainer.logger=false"], "is set by the train stage itself"),
+    ],
+)
+def test_what_training_cannot_run_is_one_clear_line(trained: Path, overrides: list[str], message: str) -> None:
+    result = run([*TRAIN, *overrides], trained, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_resume_point_refuses_anything_but_the_same_unfinished_run(tmp_path: Path) -> None:
+    identity = {"config": {"seed": "1", "data.batch_size": "256"}, "data_md5": "a"}
+    assert resume_point(tmp_path, False, identity) is None
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        resume_point(tmp_path, True, identity)
+    write_run_state(tmp_path, {**identity, "finished": False, "mlflow_run_id": None})
+    with pytest.raises(TrainingError, match="before its first epoch ended"):
+        resume_point(tmp_path, True, identity)
+    (tmp_path / LAST_CHECKPOINT).write_bytes(b"")
+    assert resume_point(tmp_path, True, identity) == str(tmp_path / LAST_CHECKPOINT)
+    with pytest.raises(TrainingError, match="training data changed"):
+        resume_point(tmp_path, True, {**identity, "data_md5": "b"})
+    with pytest.raises(TrainingError, match=r"settings differ \(data.batch_size\)"):
+        resume_point(tmp_path, True, {**identity, "config": {"seed": "1", "data.batch_size": "512"}})
+    write_run_state(tmp_path, {**identity, "finished": True, "mlflow_run_id": None})
+    with pytest.raises(TrainingError, match="finished"):
+        resume_point(tmp_path, True, identity)
 
 
 def test_resume_without_a_checkpoint_says_so(trained: Path, tmp_path: Path) -> None:
     result = run([*TRAIN, "train.resume=true", f"paths.checkpoints={tmp_path / 'none'}"], trained, check=False)
     assert result.returncode == 2 and "no checkpoint" in result.stderr
+
+
+@pytest.mark.slow  # two training runs and a copy of the project
+def test_a_copied_project_logs_its_artifacts_inside_itself(trained: Path, tmp_path: Path) -> None:
+    command = [*TRAIN, "trainer.max_epochs=2", "trainer.log_every_n_steps=50"]
+    run(command, trained)
+    copy = tmp_path / "moved" / trained.name
+    shutil.copytree(trained, copy, symlinks=True)
+    before = _runs(copy)
+    run(command, copy)
+    with sqlite3.connect(copy / "mlflow.db") as connection:
+        uris = dict(connection.execute("SELECT run_uuid, artifact_uri FROM runs").fetchall())
+    (run_id,) = [run_id for run_id in uris if run_id not in before]
+    assert uris[run_id] == f"{(copy / 'mlartifacts').resolve().as_uri()}/{run_id}/artifacts"
+    assert (copy / "mlartifacts" / run_id / "artifacts" / "config.yaml").is_file()
+    with sqlite3.connect(copy / "mlflow.db") as connection:
+        query = "SELECT model_id, artifact_location FROM logged_models WHERE source_run_id = ?"
+        model_id, model_uri = connection.execute(query, (run_id,)).fetchone()
+    assert model_uri == f"{(copy / 'mlartifacts').resolve().as_uri()}/models/{model_id}/artifacts"
+    assert (copy / "mlartifacts" / "models" / model_id / "artifacts" / "MLmodel").is_file()
+    assert not (trained / "mlartifacts" / run_id).exists()
+    assert not (trained / "mlartifacts" / "models" / model_id).exists()
+    # Metrics reach MLflow once an epoch, even with fewer batches than log_every_n_steps.
+    with sqlite3.connect(copy / "mlflow.db") as connection:
+        query = "SELECT COUNT(*) FROM metrics WHERE run_uuid = ? AND key = 'train/loss'"
+        assert connection.execute(query, (run_id,)).fetchone()[0] == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where no GPU exists")
@@ -101,3 +240,24 @@ def test_gpu_bf16_training_path(trained: Path) -> None:
     run([*TRAIN, "trainer.accelerator=gpu", "trainer.precision=bf16-mixed", "trainer.deterministic=false"], trained)
     metrics = json.loads((trained / "reports" / "train_metrics.json").read_text())
     assert metrics["val_roc_auc"] > 0.6
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_ddp_train_one_run_and_one_model(trained: Path) -> None:
+    command = [*TRAIN, "trainer.max_epochs=2"]
+    run(command, trained)
+    single = json.loads((trained / "reports" / "train_metrics.json").read_text())
+    run([sys.executable, "pipelines/params.py", "debug=fast", "trainer=ddp_cpu"], trained)
+    try:
+        before = _runs(trained)
+        result = run(command, trained)
+    finally:
+        run([sys.executable, "pipelines/params.py", "debug=fast"], trained)
+    assert "distributed_backend=gloo" in result.stdout + result.stderr, "not trained with DDP"
+    assert _new_runs(trained, before) == ["FINISHED"]
+    checkpoints = sorted(path.name for path in (trained / "models" / "checkpoints").iterdir())
+    assert checkpoints == ["best.ckpt", "last.ckpt", "run.json"]
+    metrics = json.loads((trained / "reports" / "train_metrics.json").read_text())
+    assert metrics["train_rows"] == single["train_rows"] and metrics["epochs"] == 2
+    assert metrics["val_roc_auc"] > single["val_roc_auc"] - 0.05
+    assert load_model(trained / "models" / "model.pt").metadata["config"]["trainer"]["devices"] == 2

@@ -91,7 +91,9 @@ def _compose(overrides: list[str], root: Path) -> DictConfig | ListConfig:
     try:
         composed = yaml.safe_load(compose_params(overrides, root=root))
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # Hydra's message spans lines (what failed, how to add a key, why); keep its unindented lines.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith(" ")]
+        reason = " ".join(lines) or type(error).__name__
         raise ConfigError(f"bad override {' '.join(overrides)}: {reason}") from error
     return OmegaConf.create(composed)
 

@@ -56,7 +56,9 @@ class FraudClassifier(pl.LightningModule):
         self.loss_sum += loss.detach() * len(labels)
         self.rows_seen += len(labels)
         if batch_idx == self.trainer.num_training_batches - 1:  # the epoch's last batch, before validation
-            self.log("train/loss", self.loss_sum / max(self.rows_seen, 1), prog_bar=True, sync_dist=True)
+            # on_epoch: sent to the logger at the epoch's end whatever log_every_n_steps says.
+            epoch_loss = self.loss_sum / max(self.rows_seen, 1)
+            self.log("train/loss", epoch_loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

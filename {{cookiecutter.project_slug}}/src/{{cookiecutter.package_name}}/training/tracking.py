@@ -14,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..lineage import environment, git_commit
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import MLFlowLogger
 
@@ -29,33 +31,118 @@ def tracking_uri(cfg: DictConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or str(cfg.logger.tracking_uri)
 
 
-def _artifact_location(uri: str) -> str | None:
-    # With a SQLite store, keep artifacts beside it in the project rather than in the working directory.
-    return Path("mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
+def artifact_location(cfg: DictConfig) -> str | None:
+    """The configured artifact root as an absolute URI, resolved now: a moved project logs inside itself."""
+    location = cfg.logger.get("artifact_location")
+    if not location:
+        return None
+    if "://" in str(location):
+        return str(location)
+    return Path(str(location)).resolve().as_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a local SQLite tracking store, else None (a server owns its own locations)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+# Every column that holds an artifact location under the experiment's root.
+LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
+
+
+def relocate_artifacts(database: Path, experiment_id: str, location: str) -> None:
+    """Point an experiment, its runs and models at `location` when the project was copied or moved.
+
+    MLflow stores artifact locations as absolute paths and offers no call to change them; without
+    this, a copied project would keep writing its artifacts into the folder it was copied from.
+    """
+    import sqlite3
+
+    with sqlite3.connect(database) as connection:
+        row = connection.execute(
+            "SELECT artifact_location FROM experiments WHERE experiment_id = ?", (experiment_id,)
+        ).fetchone()
+        old = row[0] if row else None
+        if old is None or old == location:
+            return
+        log.info("MLflow artifacts of this experiment move from %s to %s", old, location)
+        for table, column in LOCATION_COLUMNS:
+            connection.execute(
+                f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                (location, len(old) + 1, len(old), old),
+            )
 
 
 def configure(cfg: DictConfig) -> str:
+    """Point MLflow at the configured store and make sure the experiment exists, logging inside the project."""
     import mlflow
 
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if mlflow.get_experiment_by_name(cfg.logger.experiment_name) is None:
-        mlflow.create_experiment(cfg.logger.experiment_name, artifact_location=_artifact_location(uri))
+    database = sqlite_path(uri)
+    location = artifact_location(cfg) if database is not None else None
+    experiment = mlflow.get_experiment_by_name(cfg.logger.experiment_name)
+    if experiment is None:
+        mlflow.create_experiment(cfg.logger.experiment_name, artifact_location=location)
+    elif database is not None and location is not None:
+        relocate_artifacts(database, experiment.experiment_id, location)
     return uri
 
 
-def mlflow_logger(cfg: DictConfig) -> MLFlowLogger:
+def start_run(cfg: DictConfig, tags: dict[str, str]) -> str:
+    """Create the training run up front, so every exit path below can close it with a status."""
+    from mlflow.tracking import MlflowClient
+
+    configure(cfg)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    assert experiment is not None  # created by configure
+    commit = git_commit()
+    run = client.create_run(
+        experiment.experiment_id,
+        run_name=f"train-{commit[:12]}",
+        tags={"git_commit": commit, "stage": "train", **tags},
+    )
+    return str(run.info.run_id)
+
+
+def end_run(run_id: str, status: str) -> None:
+    """Close a run as FINISHED, FAILED or KILLED (never left RUNNING)."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().set_terminated(run_id, status)
+
+
+def close_stale_run(run_id: str) -> bool:
+    """Mark a run that was killed without a chance to close itself (kill -9) as KILLED; True if it was."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        status = client.get_run(run_id).info.status
+    except MlflowException:
+        return False
+    if status != "RUNNING":
+        return False
+    client.set_terminated(run_id, "KILLED")
+    return True
+
+
+def mlflow_logger(cfg: DictConfig, run_id: str) -> MLFlowLogger:
+    """Lightning's logger, writing into the run created by `start_run`."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    uri = configure(cfg)
-    commit = git_commit()
     logger = MLFlowLogger(
-        experiment_name=cfg.logger.experiment_name,
-        tracking_uri=uri,
-        run_name=f"train-{commit[:12]}",
-        tags={"git_commit": commit, "stage": "train"},
-        log_model=False,
+        experiment_name=cfg.logger.experiment_name, tracking_uri=tracking_uri(cfg), run_id=run_id, log_model=False
     )
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     return logger

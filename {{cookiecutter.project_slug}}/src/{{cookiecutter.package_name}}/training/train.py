@@ -1,33 +1,50 @@
-"""train(cfg) -> metrics: the testable core of the `train` stage."""
+"""train(cfg) -> metrics: the testable core of the `train` stage.
+
+Everything the config asks for is checked before anything is written: a bad key or a
+missing GPU leaves the checkpoints and the MLflow store as they were. A run records
+who it is (config and data) beside its checkpoints, so `train.resume=true` continues
+only the very run that was interrupted, and every MLflow run ends with a status.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import importlib
+import inspect
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from omegaconf import DictConfig
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
 
 from ..errors import PipelineError
-from ..lineage import data_versions, record_lineage
+from ..lineage import data_versions, file_md5, record_lineage
 from .artifact import ScoringModel
 from .datamodule import TransactionsDataModule
 from .model import FraudClassifier
-from .tracking import log_training_run, mlflow_logger
+from .tracking import close_stale_run, end_run, log_training_run, mlflow_logger, start_run
 
 log = logging.getLogger(__name__)
 BEST_CHECKPOINT = "best"
+LAST_CHECKPOINT = "last.ckpt"
+RUN_STATE = "run.json"
+# Trainer arguments the stage sets itself; a config value for them would be silently overridden.
+STAGE_TRAINER_ARGUMENTS = ("logger", "callbacks", "enable_progress_bar", "enable_model_summary", "default_root_dir")
 
 
 class TrainingError(PipelineError):
@@ -46,6 +63,11 @@ class ResidentData(Callback):
 class EpochSummary(Callback):
     """One line per epoch: readable in CI logs where a progress bar is noise."""
 
+    first_epoch = 0  # where this process started: after a resume, not every epoch ran here
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.first_epoch = trainer.current_epoch
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = time.perf_counter()
 
@@ -57,6 +79,35 @@ class EpochSummary(Callback):
         shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
         seconds = time.perf_counter() - self.started
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.1f}s)", flush=True)
+
+
+class LastCheckpoint(Checkpoint):
+    """`last.ckpt` after every epoch, replaced atomically, carrying the RNG state.
+
+    Lightning's own `save_last` only writes when the monitored metric improved, so a killed
+    run used to resume from its best epoch, not its last. Dropout draws from the global RNG:
+    restoring it makes a resumed run end with the same weights as an unbroken one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        partial = self.path.with_name(self.path.name + ".partial")
+        trainer.save_checkpoint(partial, weights_only=False)
+        if trainer.is_global_zero:
+            os.replace(partial, self.path)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:
@@ -74,6 +125,45 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
         raise TrainingError(f"trainer.devices={devices} but only {torch.cuda.device_count()} GPU(s) are visible")
 
 
+def _target_parameters(node: DictConfig, name: str) -> tuple[set[str], bool]:
+    """The keyword arguments the `_target_` of a config group accepts, and whether it takes any (**kwargs)."""
+    target = str(node.get("_target_", ""))
+    module_name, _, attribute = target.rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise TrainingError(f"{name}._target_={target!r} cannot be imported: {error}") from error
+    parameters = inspect.signature(factory).parameters.values()
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return {p.name for p in parameters}, accepts_any
+
+
+def _check_arguments(node: DictConfig, name: str, set_by_stage: tuple[str, ...]) -> None:
+    accepted, accepts_any = _target_parameters(node, name)
+    keys = {str(key) for key in node if not str(key).startswith("_")}
+    unknown = sorted(keys - accepted) if not accepts_any else []
+    if unknown:
+        close = {match for key in unknown for match in difflib.get_close_matches(key, accepted, n=1)}
+        hint = f"did you mean {', '.join(sorted(close))}?" if close else f"see the arguments of {node._target_}"
+        raise TrainingError(f"unknown {name} setting(s) {', '.join(f'{name}.{k}' for k in unknown)}: {hint}")
+    clashing = sorted(keys & set(set_by_stage))
+    if clashing:
+        raise TrainingError(f"{', '.join(f'{name}.{k}' for k in clashing)} is set by the train stage itself")
+
+
+def check_trainable(cfg: DictConfig) -> None:
+    """Refuse, before any side effect, what this machine or these classes cannot run."""
+    for group in ("trainer", "model"):
+        if not isinstance(cfg.get(group), DictConfig):
+            raise TrainingError(
+                f"{group}={cfg.get(group)!r} is not a composed config: compose a group choice into params.yaml "
+                f"first (`python pipelines/params.py {group}={cfg.get(group)}` or `dvc exp run -S {group}=...`)"
+            )
+    _check_arguments(cfg.trainer, "trainer", STAGE_TRAINER_ARGUMENTS)
+    _check_arguments(cfg.model, "model", ("in_features",))
+    check_accelerator(cfg.trainer)
+
+
 def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """The score threshold that maximises F1 on held-out rows: the operating point of the model."""
     order = np.argsort(-scores, kind="stable")
@@ -84,24 +174,115 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(sorted_scores[int(np.argmax(f1))])
 
 
-def prepare_checkpoints(directory: Path, resume: bool) -> str | None:
-    """The checkpoint to resume from, or None after clearing stale ones for a fresh run."""
-    last = directory / "last.ckpt"
+def run_identity(cfg: DictConfig, validated: Path) -> dict[str, Any]:
+    """What makes two runs the same run: every setting but `train.*`, and the exact training data."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)
+    config.pop("train", None)
+    flat = {key: json.dumps(value, sort_keys=True) for key, value in _flatten(config).items()}
+    return {"config": flat, "data_md5": file_md5(validated)}
+
+
+def _flatten(tree: dict[Any, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def read_run_state(directory: Path) -> dict[str, Any] | None:
+    path = directory / RUN_STATE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def write_run_state(directory: Path, state: dict[str, Any]) -> None:
+    """Atomically, so a kill while writing leaves the previous state readable."""
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / f"{RUN_STATE}.partial"
+    partial.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(partial, directory / RUN_STATE)
+
+
+def resume_point(directory: Path, resume: bool, identity: dict[str, Any]) -> str | None:
+    """The checkpoint to continue from (None for a fresh run); refuses anything but the same, unfinished run."""
+    if not resume:
+        return None
+    state, last = read_run_state(directory), directory / LAST_CHECKPOINT
+    if state is None or not last.exists():
+        stopped = "before its first epoch ended" if state is not None else "or it was written by an older version"
+        raise TrainingError(
+            f"train.resume=true but there is no checkpoint at {last} to resume from ({stopped}); "
+            "train without train.resume"
+        )
+    if state.get("finished"):
+        raise TrainingError(
+            f"train.resume=true but the run in {directory} finished: there is nothing to continue; "
+            "train without train.resume"
+        )
+    if state.get("data_md5") != identity["data_md5"]:
+        raise TrainingError(f"cannot resume the run in {directory}: the training data changed since it started")
+    old, new = state.get("config", {}), identity["config"]
+    changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+    if changed:
+        raise TrainingError(
+            f"cannot resume the run in {directory}: its settings differ ({', '.join(changed[:8])}); "
+            "resume with the same settings or train without train.resume"
+        )
+    return str(last)
+
+
+def open_run_directory(directory: Path, resume: bool, state: dict[str, Any]) -> None:
+    """Side effects of starting: close a run left RUNNING by a kill -9, clear a fresh run's directory."""
+    previous = read_run_state(directory)
+    if previous and previous.get("mlflow_run_id") and close_stale_run(previous["mlflow_run_id"]):
+        log.info("marked MLflow run %s, left running by a killed process, as KILLED", previous["mlflow_run_id"])
     if resume:
-        if not last.exists():
-            raise TrainingError(f"train.resume=true but there is no checkpoint at {last} to resume from")
-        log.info("resuming from %s", last)
-        return str(last)
-    if directory.exists():
+        log.info("resuming from %s", directory / LAST_CHECKPOINT)
+    elif directory.exists():
         shutil.rmtree(directory)
-    return None
+    write_run_state(directory, state)
+
+
+@contextlib.contextmanager
+def closing_run(run_id: str) -> Iterator[None]:
+    """End the MLflow run FAILED on an error, KILLED on SIGTERM/SIGINT; never leave it RUNNING."""
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    handled = (signal.SIGTERM, signal.SIGINT)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, interrupt) for signum in handled} if in_main_thread else {}
+    try:
+        yield
+    except BaseException as error:
+        killed = bool(received) or isinstance(error, KeyboardInterrupt)
+        end_run(run_id, "KILLED" if killed else "FAILED")
+        if received:  # the conventional exit status of a process ended by a signal
+            raise SystemExit(128 + received[0]) from error
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    end_run(run_id, "FINISHED")
+
+
+def launched_as_rank_zero() -> bool:
+    """False in the extra processes Lightning's DDP launcher starts (it re-runs this script per device).
+
+    Those train alongside rank zero but leave MLflow, the run directory and the artifact to it.
+    """
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train on the validated data, save the artifact and metrics, record the run in MLflow."""
-    check_accelerator(cfg.trainer)
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    torch.set_float32_matmul_precision("high")
+    check_trainable(cfg)
     validated = Path(cfg.paths.validated)
     if not validated.exists():
         raise TrainingError(f"{validated} not found: run the validate stage first (`dvc repro validate`)")
@@ -112,19 +293,44 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     except ValueError as error:
         raise TrainingError(str(error)) from error
+    checkpoints, resume = Path(cfg.paths.checkpoints), bool(cfg.train.resume)
+    identity = run_identity(cfg, validated)
+    resume_from = resume_point(checkpoints, resume, identity)
+    if not launched_as_rank_zero():
+        return fit(cfg, datamodule, frame, None, resume_from)
+    # Everything above only reads; from here on the run writes checkpoints and MLflow records.
+    previous = read_run_state(checkpoints) if resume else None
+    run_id = start_run(cfg, {"resumed_from": previous["mlflow_run_id"]} if previous else {})
+    with closing_run(run_id):
+        open_run_directory(checkpoints, resume, {**identity, "mlflow_run_id": run_id, "finished": False})
+        metrics = fit(cfg, datamodule, frame, run_id, resume_from)
+        write_run_state(checkpoints, {**identity, "mlflow_run_id": run_id, "finished": True})
+    return metrics
+
+
+def fit(
+    cfg: DictConfig,
+    datamodule: TransactionsDataModule,
+    frame: pd.DataFrame,
+    run_id: str | None,
+    resume_from: str | None,
+) -> dict[str, Any]:
+    """Fit (or continue) the model, then write the artifact, the metrics and the MLflow record."""
+    from hydra.utils import instantiate
+
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
     # _convert_="all": plain lists in the hyperparameters, so checkpoints load with weights_only=True.
     model: FraudClassifier = instantiate(cfg.model, in_features=datamodule.n_features, _convert_="all")
     checkpoints = Path(cfg.paths.checkpoints)
-    resume_from = prepare_checkpoints(checkpoints, bool(cfg.train.resume))
-    checkpoint = ModelCheckpoint(
-        dirpath=checkpoints, filename=BEST_CHECKPOINT, monitor="val/pr_auc", mode="max", save_last=True
-    )
-    logger = mlflow_logger(cfg)
+    checkpoint = ModelCheckpoint(dirpath=checkpoints, filename=BEST_CHECKPOINT, monitor="val/pr_auc", mode="max")
+    summary = EpochSummary()
+    logger = mlflow_logger(cfg, run_id) if run_id is not None else False
     interactive = sys.stderr.isatty() and not os.environ.get("CI")
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         logger=logger,
-        callbacks=[ResidentData(), EpochSummary(), checkpoint],
+        callbacks=[ResidentData(), summary, checkpoint, LastCheckpoint(checkpoints / LAST_CHECKPOINT)],
         enable_progress_bar=interactive,
         enable_model_summary=interactive,
         default_root_dir=str(checkpoints),
@@ -134,7 +340,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     train_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}
+    return finish(cfg, trainer, checkpoint, datamodule, frame, logger, train_seconds, summary.first_epoch)
 
+
+def finish(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    checkpoint: ModelCheckpoint,
+    datamodule: TransactionsDataModule,
+    frame: pd.DataFrame,
+    logger: Any,
+    train_seconds: float,
+    first_epoch: int,
+) -> dict[str, Any]:
+    """The best epoch becomes the artifact; metrics count every epoch, throughput only this process's."""
     best = FraudClassifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
     network = best.network.eval()
     val_frame_scores = _scores(network, datamodule.val_x.cpu())
@@ -171,19 +390,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     reports = Path(cfg.paths.reports)
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    samples_per_second = len(datamodule.train_y) * max(trainer.current_epoch, 1) / train_seconds
+    epochs_run = trainer.current_epoch - first_epoch
+    samples_per_second = len(datamodule.train_y) * epochs_run / train_seconds
     log_training_run(
         logger,
         cfg,
         artifact,
         Path(cfg.paths.model),
         frame.head(5),
-        {**metrics, "train_seconds": train_seconds, "samples_per_second": samples_per_second},
+        {**metrics, "epochs_run": epochs_run, "train_seconds": train_seconds, "samples_per_second": samples_per_second},
     )
     if logger.run_id is not None:
         record_lineage(logger.run_id, Path(cfg.paths.model))
     print(
-        f"trained {metrics['epochs']} epochs in {train_seconds:.1f}s ({samples_per_second:,.0f} samples/s); "
+        f"trained {epochs_run} epochs ({first_epoch + 1}-{metrics['epochs']}) in {train_seconds:.1f}s "
+        f"({samples_per_second:,.0f} samples/s); "
         f"val roc_auc={metrics['val_roc_auc']:.4f} pr_auc={metrics['val_pr_auc']:.4f}; saved {cfg.paths.model}"
     )
     return metrics
