@@ -29,4 +29,12 @@ def test_dvc_repro_runs_the_shipped_pipeline_then_is_a_no_op(project_copy: Path)
     assert package["gate_passed"] is True and package["bento_tag"]
     second = run(["dvc", "repro"], cwd=project_copy)
     assert "Running stage" not in second.stdout
+    # Metrics are flat numeric summaries: each file's `dvc metrics show` table reads in a terminal.
+    declared = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=project_copy).stdout)
+    files = [name for rev in declared.values() for name in rev["data"]]
+    assert len(files) >= 4, declared
+    for name in files:
+        table = run(["dvc", "metrics", "show", name], cwd=project_copy).stdout
+        widest = max(len(line) for line in table.splitlines())
+        assert widest <= 120, f"`dvc metrics show {name}` is {widest} columns wide:\n{table}"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate, load_golden, write_evaluation
-from {{ cookiecutter.package_name }}.stage import run_stage
+from {{ cookiecutter.package_name }}.stage import run_stage, write_summary
 from {{ cookiecutter.package_name }}.training.artifact import load_model
 
 
@@ -17,9 +17,12 @@ def main(cfg: DictConfig) -> int:
     report, predictions, plots = evaluate(model, load_golden(cfg.paths.golden))
     write_evaluation(report, predictions, plots, Path(cfg.paths.reports), Path(cfg.paths.plots))
     overall = report["overall"]
+    headline = {key: overall[key] for key in ("roc_auc", "pr_auc", "brier", "recall", "precision")}
+    headline["ms_row_p99"] = report["latency"]["ms_single_row_p99"]
+    write_summary(Path(cfg.paths.metrics) / "evaluate.json", headline)
     print(
         f"golden set: {overall['rows']} rows, roc_auc={overall['roc_auc']:.4f} pr_auc={overall['pr_auc']:.4f} "
-        f"brier={overall['brier']:.4f} latency={report['latency']['ms_per_row_batch']:.4f} ms/row"
+        f"brier={overall['brier']:.4f} p99 single row={headline['ms_row_p99']:.2f} ms"
     )
     for name, check in report["behavioural"].items():
         print(f"  behaviour {name} ({check['kind']}): {check['observed']:.4g}")

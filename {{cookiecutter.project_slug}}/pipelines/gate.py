@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package_name }}.errors import PipelineError
 from {{ cookiecutter.package_name }}.release.gate import Check, failed_gate, render_table, run_gate
-from {{ cookiecutter.package_name }}.stage import run_stage
-
-
-def write_report(path: Path, report: dict[str, Any]) -> None:
-    """Whole or not at all: the package stage trusts what this file says."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+from {{ cookiecutter.package_name }}.stage import run_stage, write_json, write_summary
 
 
 def main(cfg: DictConfig) -> int:
@@ -28,9 +18,14 @@ def main(cfg: DictConfig) -> int:
         report = run_gate(cfg)
     except PipelineError as error:
         # Fail closed, and leave a report that says why for the PR comment and the package stage.
-        write_report(report_path, failed_gate(str(error)))
+        write_json(report_path, failed_gate(str(error)))
         raise
-    write_report(report_path, report)
+    write_json(report_path, report)
+    checks = report["checks"]
+    write_summary(
+        Path(cfg.paths.metrics) / "gate.json",
+        {"passed": report["passed"], "checks": len(checks), "failed": sum(not check["passed"] for check in checks)},
+    )
     print(render_table([Check(**check) for check in report["checks"]]))
     champion = report["champion"]
     print(f"champion: {champion['source']} {champion['reference']}" if champion else "champion: none yet")

@@ -12,7 +12,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package_name }}.data.validation import read_raw, validate_frame, write_outputs
-from {{ cookiecutter.package_name }}.stage import run_stage
+from {{ cookiecutter.package_name }}.stage import run_stage, write_summary
+
+HEADLINE = ("passed", "rows_total", "rows_valid", "rows_quarantined", "quarantine_share")
 
 
 def validate(cfg: DictConfig) -> int:
@@ -27,6 +29,13 @@ def validate(cfg: DictConfig) -> int:
         valid_path=Path(cfg.paths.validated),
         quarantine_path=Path(cfg.paths.quarantine),
         report_path=Path(cfg.paths.reports) / "validation.json",
+    )
+    write_summary(
+        Path(cfg.paths.metrics) / "validate.json",
+        {
+            key: result.report()[key]
+            for key in ("passed", "rows_total", "rows_valid", "rows_quarantined", "quarantine_share")
+        },
     )
     print(result.summary())
     return 0 if result.passed else 1

@@ -247,12 +247,12 @@ def test_two_cpu_processes_with_ddp_train_one_run_and_one_model(trained: Path) -
     command = [*TRAIN, "trainer.max_epochs=2"]
     run(command, trained)
     single = json.loads((trained / "reports" / "train_metrics.json").read_text())
-    run([sys.executable, "pipelines/params.py", "debug=fast", "trainer=ddp_cpu"], trained)
+    run([sys.executable, "tools/params.py", "debug=fast", "trainer=ddp_cpu"], trained)
     try:
         before = _runs(trained)
         result = run(command, trained)
     finally:
-        run([sys.executable, "pipelines/params.py", "debug=fast"], trained)
+        run([sys.executable, "tools/params.py", "debug=fast"], trained)
     assert "distributed_backend=gloo" in result.stdout + result.stderr, "not trained with DDP"
     assert _new_runs(trained, before) == ["FINISHED"]
     checkpoints = sorted(path.name for path in (trained / "models" / "checkpoints").iterdir())

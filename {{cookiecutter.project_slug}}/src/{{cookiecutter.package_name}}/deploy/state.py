@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import PipelineError
+from ..stage import write_atomically
 
 SlotName = Literal["blue", "green"]
 SLOTS: tuple[SlotName, SlotName] = ("blue", "green")
@@ -188,7 +189,7 @@ def update_state_file(path: Path, *, live: SlotName | None, bentos: dict[SlotNam
         document["slots"][name]["bento"] = tag
     plain = yaml.safe_load(_dump(handler, document))
     state = parse_state(plain, str(path))
-    path.write_text(_dump(handler, document), encoding="utf-8")
+    write_atomically(path, _dump(handler, document))
     return state
 
 

@@ -15,6 +15,7 @@ from ..data import GoldenSchema, slice_masks
 from ..data.schema import ID_COLUMN, LABEL_COLUMN, SLICE_COLUMN
 from ..data.validation import read_table
 from ..errors import PipelineError
+from ..stage import write_atomically, write_json
 from .behaviour import behavioural_checks
 from .metrics import classification_metrics, plot_data
 
@@ -100,7 +101,7 @@ def write_evaluation(
 ) -> None:
     reports_dir.mkdir(parents=True, exist_ok=True)
     plots_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(reports_dir / "metrics.json", report)
     predictions.to_parquet(reports_dir / "predictions.parquet", index=False)
     for name, rows in plots.items():
-        (plots_dir / f"{name}.json").write_text(json.dumps(rows) + "\n", encoding="utf-8")
+        write_atomically(plots_dir / f"{name}.json", json.dumps(rows) + "\n")

@@ -19,6 +19,7 @@ from ..errors import PipelineError
 from ..evaluation.evaluate import load_golden
 from ..lineage import environment, file_md5, git_commit
 from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, SERVE_FILE, score_body
+from ..stage import write_atomically
 from ..training.artifact import ScoringModel, load_model
 from .card import render_card
 from .registry import reserve_version, set_challenger, training_run
@@ -145,13 +146,6 @@ def build_bento(labels: dict[str, str]) -> Any:
             return bentoml.bentos.build(**config, build_ctx=str(context))
         finally:
             os.chdir(previous)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the whole new one, never half of it (temp file + rename)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def card_context(

@@ -114,11 +114,26 @@ def start_run(cfg: DictConfig, tags: dict[str, str]) -> str:
     return str(run.info.run_id)
 
 
-def end_run(run_id: str, status: str) -> None:
-    """Close a run as FINISHED, FAILED or KILLED (never left RUNNING)."""
+def end_run(run_id: str, status: str, attempts: int = 20) -> None:
+    """Close a run as FINISHED, FAILED or KILLED (never left RUNNING).
+
+    A signal can interrupt a metric write half-way, leaving its SQLite transaction open until the
+    abandoned session is collected: collect, wait a little and try again rather than leave the run RUNNING.
+    """
+    import gc
+    import time
+
     from mlflow.tracking import MlflowClient
 
-    MlflowClient().set_terminated(run_id, status)
+    for attempt in range(attempts):
+        try:
+            MlflowClient().set_terminated(run_id, status)
+            return
+        except Exception as error:  # MLflow wraps SQLAlchemy's OperationalError in more than one type
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            gc.collect()
+            time.sleep(0.5)
 
 
 def close_stale_run(run_id: str) -> bool:

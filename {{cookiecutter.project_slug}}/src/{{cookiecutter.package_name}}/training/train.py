@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import PipelineError
 from ..lineage import data_versions, file_md5, record_lineage
+from ..stage import write_atomically, write_json, write_summary
 from .artifact import ScoringModel
 from .datamodule import TransactionsDataModule
 from .model import FraudClassifier
@@ -157,7 +158,7 @@ def check_trainable(cfg: DictConfig) -> None:
         if not isinstance(cfg.get(group), DictConfig):
             raise TrainingError(
                 f"{group}={cfg.get(group)!r} is not a composed config: compose a group choice into params.yaml "
-                f"first (`python pipelines/params.py {group}={cfg.get(group)}` or `dvc exp run -S {group}=...`)"
+                f"first (`python tools/params.py {group}={cfg.get(group)}` or `dvc exp run -S {group}=...`)"
             )
     _check_arguments(cfg.trainer, "trainer", STAGE_TRAINER_ARGUMENTS)
     _check_arguments(cfg.model, "model", ("in_features",))
@@ -200,10 +201,7 @@ def read_run_state(directory: Path) -> dict[str, Any] | None:
 
 def write_run_state(directory: Path, state: dict[str, Any]) -> None:
     """Atomically, so a kill while writing leaves the previous state readable."""
-    directory.mkdir(parents=True, exist_ok=True)
-    partial = directory / f"{RUN_STATE}.partial"
-    partial.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(partial, directory / RUN_STATE)
+    write_atomically(directory / RUN_STATE, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def resume_point(directory: Path, resume: bool, identity: dict[str, Any]) -> str | None:
@@ -389,7 +387,9 @@ def finish(
     }
     reports = Path(cfg.paths.reports)
     reports.mkdir(parents=True, exist_ok=True)
-    (reports / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_json(reports / "train_metrics.json", metrics)
+    headline = ("val_roc_auc", "val_pr_auc", "val_loss", "epochs", "threshold")
+    write_summary(Path(cfg.paths.metrics) / "train.json", {key: metrics[key] for key in headline})
     epochs_run = trainer.current_epoch - first_epoch
     samples_per_second = len(datamodule.train_y) * epochs_run / train_seconds
     log_training_run(
