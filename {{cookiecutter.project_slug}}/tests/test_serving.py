@@ -324,32 +324,25 @@ def test_docs_probes_and_metrics(served: dict[str, Any]) -> None:
 # --- the packaged bento of a real pipeline run (slow) -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workspace whose pipeline ran through `package`: a real bento in its own BENTOML_HOME."""
-    from conftest import make_workspace
-
-    workspace = make_workspace(tmp_path_factory.mktemp("serving"), rows=20_000)
-    run([sys.executable, "tools/params.py", "debug=fast"], workspace)
-    run(["dvc", "repro"], workspace, timeout=900)
-    return workspace
-
-
 @pytest.mark.slow
-def test_packaged_bento_serves_the_pipelines_predictions(packaged: Path) -> None:
+def test_packaged_bento_serves_the_pipelines_predictions(packaged_workspace: Path) -> None:
     """`bentoml serve <bento tag>`: smoke answers, and reports/predictions.parquet to 1e-6 for the golden rows."""
-    package = json.loads((packaged / "reports" / "package.json").read_text())
-    env = {**os.environ, "PYTHONPATH": str(packaged / "src"), "BENTOML_HOME": str(packaged / "tmp" / "bentoml")}
+    package = json.loads((packaged_workspace / "reports" / "package.json").read_text())
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(packaged_workspace / "src"),
+        "BENTOML_HOME": str(packaged_workspace / "tmp" / "bentoml"),
+    }
     (port,) = free_ports(1)
     command = ["bentoml", "serve", package["bento_tag"], "--host", "127.0.0.1", "--port", str(port)]
-    server = serve(command, packaged, env, packaged / "tmp" / "serve.log", port)
+    server = serve(command, packaged_workspace, env, packaged_workspace / "tmp" / "serve.log", port)
     url = next(server)
     try:
-        smoke = json.loads((packaged / "bentos" / "smoke_requests.json").read_text())["requests"][0]
+        smoke = json.loads((packaged_workspace / "bentos" / "smoke_requests.json").read_text())["requests"][0]
         good = httpx.post(f"{url}/predict", json=smoke["body"], timeout=10)
         assert good.status_code == 200 and good.json() == smoke["expected"]
-        golden = pd.read_parquet(packaged / "data" / "golden" / "golden.parquet")
-        predictions = pd.read_parquet(packaged / "reports" / "predictions.parquet")
+        golden = pd.read_parquet(packaged_workspace / "data" / "golden" / "golden.parquet")
+        predictions = pd.read_parquet(packaged_workspace / "reports" / "predictions.parquet")
         scores = []
         for chunk in golden_chunks(golden):
             answer = httpx.post(f"{url}/predict", json=request_body(chunk), timeout=60)
