@@ -129,10 +129,10 @@ class Setup:
 
         package = import_package(project)
         name = package.__name__
-        self.model_module = importlib.import_module(f"{name}.model")
-        self.training = importlib.import_module(f"{name}.training")
-        datamodule = importlib.import_module(f"{name}.datamodule")
-        dataset = importlib.import_module(f"{name}.dataset")
+        self.model_module = importlib.import_module(f"{name}.training.model")
+        self.training = importlib.import_module(f"{name}.training.train")
+        datamodule = importlib.import_module(f"{name}.training.datamodule")
+        dataset = importlib.import_module(f"{name}.data")
 
         if args.device == "auto":
             args.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,7 +1,8 @@
 """Pipeline-slice tests: `dvc repro` on a throwaway copy of this project, the way a user runs it.
 
 The tests of this module share one workspace (under a hidden folder) and run in order: a full
-run, a no-op and a forced rerun, then a real champion, and ways the pipeline must stop.
+run, a no-op and a forced rerun, then a real champion, and ways the pipeline must stop. They are
+the slow tier's (`pytest -m slow`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from conftest import make_workspace, run
 from {{ cookiecutter.package_name }}.lineage import file_md5
 
 FAST = [sys.executable, "tools/params.py", "debug=fast"]
+# Whole-pipeline runs take minutes: the slow tier (CI's `slow tests` job) runs them on every push.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
