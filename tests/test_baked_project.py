@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 
 from conftest import run
 
@@ -38,3 +40,14 @@ def test_dvc_repro_runs_the_shipped_pipeline_then_is_a_no_op(project_copy: Path)
         widest = max(len(line) for line in table.splitlines())
         assert widest <= 120, f"`dvc metrics show {name}` is {widest} columns wide:\n{table}"
 
+
+
+@pytest.mark.proof
+def test_its_slow_tier_passes_with_nothing_skipped(default_project: Path) -> None:
+    """The project's slow tier holds the only proof of its servers: real bentos over HTTP, blue-green behind
+    nginx, whole-pipeline runs with a real champion, kill -9 and resume, DDP on CPU."""
+    result = run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "slow and not gpu"],
+                 cwd=default_project, timeout=3600)
+    summary = result.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and " failed" not in summary, result.stdout[-4000:]
+    assert "skipped" not in summary, f"a proof was skipped:\n{result.stdout[-4000:]}"

@@ -112,7 +112,7 @@ def test_act_runs_ci_lint(project_copy: Path, tmp_path: Path) -> None:
     assert_succeeded(result, ["pre-commit"])
 
 
-@pytest.mark.proof
+@pytest.mark.slow
 def test_act_runs_all_of_ci(project_copy: Path, tmp_path: Path) -> None:
     """The whole `ci` workflow: pre-commit, the fast tier (notebook included) and the slow tier (real bentos, nginx)."""
     remote = project_copy.parent / f"{project_copy.name}-dvc-remote"
@@ -158,7 +158,7 @@ def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp
     assert f"compared with `main ({git_sha(project, 'main')[:7]})`" in body
 
 
-@pytest.mark.proof
+@pytest.mark.slow
 def test_act_runs_the_release_build(project_copy: Path, tmp_path: Path) -> None:
     """`release` by hand, build job only (act has no approval gate): the pipeline up to a built bento."""
     project = project_copy
