@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import make_workspace, run
 
-from {{ cookiecutter.package_name }}.data.validation import file_md5
+from {{ cookiecutter.package_name }}.lineage import file_md5
 from {{ cookiecutter.package_name }}.training.artifact import load_model
 from {{ cookiecutter.package_name }}.training.train import LAST_CHECKPOINT, TrainingError, resume_point, write_run_state
 

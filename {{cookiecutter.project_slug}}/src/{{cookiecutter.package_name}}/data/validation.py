@@ -16,7 +16,6 @@ same verdicts on the same frames.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ import pandera.pandas as pa
 import polars as pl
 
 from ..errors import PipelineError
+from ..lineage import file_md5
 from .schema import TransactionSchema, as_utc, transaction_schema
 
 REASONS_COLUMN = "quarantine_reasons"
@@ -460,14 +460,6 @@ def _staged(path: Path) -> Iterator[Path]:
         yield temp
     finally:
         temp.unlink(missing_ok=True)
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def require_validated(report_path: Path, validated_path: Path) -> None:
