@@ -12,6 +12,15 @@ fi
 # torch first and exact: a CPU build is taken where one is on disk; anything looser may pull a CUDA build.
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q torch==2.13.0
-"$VENV/bin/python" -m pip install -q -c "{{cookiecutter.project_slug}}/constraints.txt" \
-  -r requirements-dev.txt
+# A baked project's dependencies and dev extras come from its pyproject.toml (one list, not a copy here).
+TEMPLATE_PROJECT="{{cookiecutter.project_slug}}"
+"$VENV/bin/python" - "$TEMPLATE_PROJECT/pyproject.toml" > "$VENV/project-requirements.txt" <<'PY'
+import sys
+import tomllib
+
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["dev"]))
+PY
+"$VENV/bin/python" -m pip install -q -c "$TEMPLATE_PROJECT/constraints.txt" \
+  -r "$VENV/project-requirements.txt" -r requirements-dev.txt
 echo "environment ready: $VENV"
