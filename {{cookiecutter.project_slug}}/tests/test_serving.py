@@ -274,18 +274,27 @@ def test_client_errors_get_a_clear_4xx(served: dict[str, Any], golden: pd.DataFr
     assert named in located(answer), answer.text[:500]
 
 
-def test_client_errors_are_logged_without_request_values(served: dict[str, Any], golden: pd.DataFrame) -> None:
-    secret = "do-not-log-me-4242"
+@pytest.mark.parametrize(
+    ("field", "value", "logged"),
+    [
+        ("amount", "do-not-log-me-4242", "transactions.0.amount (float_type)"),
+        # A request-wide custom check has no field path of its own: the line says so and names the row.
+        ("event_time", "2100-01-01T00:00:00", "body (value_error: Value error, transactions.0.event_time: fails"),
+    ],
+)
+def test_client_errors_are_logged_without_request_values(
+    served: dict[str, Any], golden: pd.DataFrame, field: str, value: str, logged: str
+) -> None:
     answer = httpx.post(
         f"{served['url']}/predict",
-        content=spoiled(golden, "amount", secret),
+        content=spoiled(golden, field, value),
         timeout=30,
         headers={"content-type": "application/json"},
     )
     assert answer.status_code == 400
     log = served["log"].read_text()
-    assert "client error 400 on /predict: transactions.0.amount (float_type)" in log
-    assert secret not in log and "Traceback" not in log
+    assert f"client error 400 on /predict: {logged}" in log
+    assert value not in log and "Traceback" not in log
 
 
 def test_batched_requests_fail_alone(served: dict[str, Any], golden: pd.DataFrame) -> None:

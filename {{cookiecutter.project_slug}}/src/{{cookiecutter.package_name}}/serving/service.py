@@ -125,7 +125,8 @@ class ClientErrorLog(logging.Filter):
 
 def describe(error: Any) -> str:
     """Field path and error type; the message only where it is ours (custom checks never quote values)."""
-    where = ".".join(map(str, error["loc"]))[:80]
+    # A request-wide check (the custom checks) has no field path: its message names the rows.
+    where = ".".join(map(str, error["loc"]))[:80] or "body"
     detail = f": {error['msg']}" if error["type"] == "value_error" else ""
     return f"{where} ({error['type']}{detail})"
 
