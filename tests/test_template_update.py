@@ -6,11 +6,13 @@ changed by a "user" and by a "template maintainer", then updated with cruft, all
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -18,20 +20,22 @@ from conftest import TEMPLATE, run
 from cookiecutter.main import cookiecutter
 
 SLUG = "{{cookiecutter.project_slug}}"
-# The tools of this interpreter's environment (cruft, ruff, dvc, pre-commit) even when it is not activated.
 # A fast subset of the generated project's own tests: config, dataset and validation code, no training.
 FAST_PROJECT_TESTS = ["tests/test_config.py", "tests/test_dataset.py", "tests/test_validation.py",
                       "tests/test_notebooks.py::test_notebook_has_no_outputs"]
+# The tools of this interpreter's environment (cruft, ruff, dvc, pre-commit) even when it is not activated.
 TOOLS_ENV = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+# The last template commit before src/<package>/ was split into subpackages: projects baked from it
+# have the flat layout and must still follow the template.
+OLD_LAYOUT = "036c5ca"
 
 
 def git(*args: str, cwd: Path) -> str:
     return run(["git", *args], cwd=cwd, env=TOOLS_ENV).stdout.strip()
 
 
-def snapshot_template(destination: Path) -> Path:
-    """The template as it is on disk (committed or not, ignored files left out), as a fresh git repository."""
-    destination.mkdir(parents=True)
+def copy_template(destination: Path) -> None:
+    """Copy the template as it is on disk (committed or not, ignored files left out) into `destination`."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=TEMPLATE,
                             capture_output=True, check=True)
     for name in filter(None, listed.stdout.decode().split("\0")):
@@ -39,9 +43,21 @@ def snapshot_template(destination: Path) -> Path:
         if source.is_file() and not source.is_symlink():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination / name)
+
+
+def commit_all(repository: Path, message: str) -> str:
+    """Commit everything in `repository`; return the new commit."""
+    git("add", "-A", cwd=repository)
+    git("commit", "-q", "-m", message, cwd=repository)
+    return git("rev-parse", "HEAD", cwd=repository)
+
+
+def snapshot_template(destination: Path) -> Path:
+    """The template as it is on disk, as a fresh git repository."""
+    destination.mkdir(parents=True)
+    copy_template(destination)
     git("init", "-q", "-b", "main", cwd=destination)
-    git("add", "-A", cwd=destination)
-    git("commit", "-q", "-m", "template v1", cwd=destination)
+    commit_all(destination, "template v1")
     return destination
 
 
@@ -55,9 +71,7 @@ def commit_template_change(template: Path) -> str:
     readme = (project / "README.md").read_text(encoding="utf-8")
     title, rest = readme.split("\n", 1)
     (project / "README.md").write_text(f"{title}\n\n> Template v2 line.\n{rest}", encoding="utf-8")
-    git("add", "-A", cwd=template)
-    git("commit", "-q", "-m", "template v2", cwd=template)
-    return git("rev-parse", "HEAD", cwd=template)
+    return commit_all(template, "template v2")
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +140,48 @@ def test_updated_project_still_passes_its_checks(updated: dict) -> None:
     run([sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider",
          *FAST_PROJECT_TESTS], cwd=project, env=env, timeout=600)
     assert git("status", "--porcelain", cwd=project) == ""
+
+
+def tracked_files(project: Path) -> dict[str, bytes]:
+    """The project's files under git and their contents."""
+    return {name: (project / name).read_bytes() for name in git("ls-files", "-z", cwd=project).split("\0") if name}
+
+
+def test_project_baked_before_the_layout_change_updates_to_the_current_template(tmp_path: Path) -> None:
+    """A flat-layout project, updated with `cruft update`, holds exactly what a fresh bake of the template holds."""
+    known = subprocess.run(["git", "cat-file", "-e", f"{OLD_LAYOUT}^{{commit}}"], cwd=TEMPLATE, capture_output=True)
+    if known.returncode != 0:
+        pytest.fail(f"the template's git history lacks {OLD_LAYOUT}, the last commit of the flat layout "
+                    "(a shallow clone?): `git fetch --unshallow` and rerun")
+    template = tmp_path / "template"
+    template.mkdir()
+    git("init", "-q", "-b", "main", cwd=template)
+    archive = subprocess.run(["git", "archive", OLD_LAYOUT], cwd=TEMPLATE, capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(template, filter="data")
+    old = commit_all(template, "template before the layout change")
+    git("rm", "-rq", ".", cwd=template)
+    copy_template(template)
+    new = commit_all(template, "template now")
+
+    git("checkout", "-q", old, cwd=template)  # the bake records its template checkout's HEAD in .cruft.json
+    project = Path(cookiecutter(str(template), no_input=True, output_dir=str(tmp_path / "old")))
+    git("checkout", "-q", "main", cwd=template)
+    assert json.loads((project / ".cruft.json").read_text(encoding="utf-8"))["commit"] == old
+    run(["cruft", "update", "-y", "--checkout", new], cwd=project, env=TOOLS_ENV, timeout=300)
+    rejected = sorted(str(path.relative_to(project)) for path in project.rglob("*.rej"))
+    assert not rejected, f"cruft left rejected hunks: {rejected}"
+    commit_all(project, "Update from the template")
+    assert git("status", "--porcelain", cwd=project) == ""
+
+    fresh = Path(cookiecutter(str(template), no_input=True, output_dir=str(tmp_path / "fresh")))
+    updated, baked = tracked_files(project), tracked_files(fresh)
+    assert sorted(updated.keys() - baked.keys()) == [], "files the update left behind"
+    assert sorted(baked.keys() - updated.keys()) == [], "files the update did not bring"
+    differing = sorted(name for name in baked if updated[name] != baked[name])
+    # The one allowed difference: .cruft.json's "checkout" keeps the --checkout the update was given,
+    # where a bake records none (cruft also writes the file in its own JSON layout, so compare it parsed).
+    assert differing in ([], [".cruft.json"]), differing
+    updated_state, baked_state = (json.loads(files[".cruft.json"]) for files in (updated, baked))
+    assert (updated_state.pop("checkout"), baked_state.pop("checkout")) == (new, None)
+    assert updated_state == baked_state

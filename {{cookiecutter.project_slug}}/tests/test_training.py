@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -11,14 +12,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import torch
 from conftest import make_workspace, run
+from omegaconf import OmegaConf
 
 from {{ cookiecutter.package_name }}.lineage import file_md5
 from {{ cookiecutter.package_name }}.training.artifact import load_model
+from {{ cookiecutter.package_name }}.training.model import FraudClassifier
 from {{ cookiecutter.package_name }}.training.train import LAST_CHECKPOINT, TrainingError, resume_point, write_run_state
 
 TRAIN = [sys.executable, "pipelines/train.py"]
@@ -82,6 +86,31 @@ def _runs(workspace: Path) -> dict[str, str]:
 
 def _new_runs(workspace: Path, before: dict[str, str]) -> list[str]:
     return [status for run_id, status in _runs(workspace).items() if run_id not in before]
+
+
+def _param_names(config: dict[str, Any], prefix: str = "") -> set[str]:
+    """The config's leaves named as MLflow params: nested keys joined with "/" (an empty mapping names none)."""
+    names: set[str] = set()
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        names |= _param_names(value, f"{name}/") if isinstance(value, dict) else {name}
+    return names
+
+
+def test_each_param_is_logged_once_under_its_config_name(trained: Path) -> None:
+    before = _runs(trained)
+    run(TRAIN, trained)
+    (run_id,) = _runs(trained).keys() - before.keys()
+    with sqlite3.connect(trained / "mlflow.db") as connection:
+        params = dict(connection.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
+    config = OmegaConf.to_container(OmegaConf.load(trained / "params.yaml"), resolve=True)
+    assert isinstance(config, dict)
+    bare = sorted(set(params) & set(inspect.signature(FraudClassifier).parameters))
+    assert not bare, f"the model's arguments are logged a second time under their bare names: {bare}"
+    # The composed config, plus the one model argument that the data decides rather than the config.
+    assert set(params) == _param_names(config) | {"model/in_features"}
+    assert params["model/learning_rate"] == str(config["model"]["learning_rate"])
+    assert params["model/in_features"] == str(load_model(trained / "models" / "model.pt").architecture["in_features"])
 
 
 @pytest.mark.slow  # three training runs: over a minute on two shared cores

@@ -31,7 +31,9 @@ class FraudClassifier(pl.LightningModule):
         pos_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Kept in checkpoints (load_from_checkpoint rebuilds the model from them) but not sent to the logger:
+        # the run's params are the composed config (tracking.mlflow_logger), each under one name.
+        self.save_hyperparameters(logger=False)
         self.network = build_network(in_features, list(hidden_sizes), dropout)
         self.register_buffer("pos_weight", torch.tensor([pos_weight], dtype=torch.float32))
         self.val_auroc = BinaryAUROC()

@@ -152,14 +152,19 @@ def close_stale_run(run_id: str) -> bool:
     return True
 
 
-def mlflow_logger(cfg: DictConfig, run_id: str) -> MLFlowLogger:
-    """Lightning's logger, writing into the run created by `start_run`."""
+def mlflow_logger(cfg: DictConfig, run_id: str, in_features: int) -> MLFlowLogger:
+    """Lightning's logger, writing into the run created by `start_run`.
+
+    The run's params are the composed config, flattened (`model/learning_rate`), plus the model's input
+    width under the same scheme: the data's features decide it, not the config.
+    """
     from lightning.pytorch.loggers import MLFlowLogger
 
     logger = MLFlowLogger(
         experiment_name=cfg.logger.experiment_name, tracking_uri=tracking_uri(cfg), run_id=run_id, log_model=False
     )
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    logger.log_hyperparams({"model/in_features": in_features})
     return logger
 
 

@@ -323,7 +323,7 @@ def fit(
     checkpoints = Path(cfg.paths.checkpoints)
     checkpoint = ModelCheckpoint(dirpath=checkpoints, filename=BEST_CHECKPOINT, monitor="val/pr_auc", mode="max")
     summary = EpochSummary()
-    logger = mlflow_logger(cfg, run_id) if run_id is not None else False
+    logger = mlflow_logger(cfg, run_id, datamodule.n_features) if run_id is not None else False
     interactive = sys.stderr.isatty() and not os.environ.get("CI")
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
