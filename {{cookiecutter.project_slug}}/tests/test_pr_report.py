@@ -132,6 +132,12 @@ def test_gate_failure_is_the_headline_and_names_the_failing_check() -> None:
     assert "`dvc repro` failed" in body
 
 
+def test_the_champion_source_names_the_tracking_server_it_came_from() -> None:
+    champion = {"source": "registry", "reference": "model v3", "location": "https://mlflow.example.com"}
+    body = pr_report.build_report(METRICS, BASE, {**GATE_PASSED, "champion": champion})
+    assert "(champion: registry `model v3`, from https://mlflow.example.com)" in body
+
+
 def test_no_champion_is_said_plainly() -> None:
     body = pr_report.build_report(METRICS, BASE, {**GATE_PASSED, "champion": None})
     assert "no champion yet: absolute thresholds only" in body

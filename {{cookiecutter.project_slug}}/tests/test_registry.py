@@ -24,6 +24,7 @@ from {{ cookiecutter.package_name }}.release.registry import (
 from {{ cookiecutter.package_name }}.training.artifact import ScoringModel
 from {{ cookiecutter.package_name }}.training.model import build_network
 from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
+from {{ cookiecutter.package_name }}.training.tracking import shown_uri, tracking_uri
 
 
 @pytest.fixture
@@ -108,17 +109,30 @@ def test_the_registry_champion_is_loaded_from_its_alias(setup) -> None:
     promote(cfg, version, approved_by="alice")
     champion = from_registry(cfg)
     assert champion is not None and champion.reference.endswith(f"v{version}")
+    assert champion.source == "registry" and champion.location == f"sqlite:///{path.parent / 'mlflow.db'}"
     assert champion.model_md5 == file_md5(path)
     assert champion.score(example).shape == (len(example),)
 
 
 def test_an_unreachable_registry_fails_closed(setup, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg, _path, _example = setup
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    # Nothing listens on the discard port; the token in the URI must not reach the report.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://ci:s3cret@127.0.0.1:9")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    with pytest.raises(ChampionError, match="registry could not be read"):
+    with pytest.raises(ChampionError, match="registry could not be read") as raised:
         from_registry(cfg)
+    assert "at http://127.0.0.1:9)" in str(raised.value) and "s3cret" not in str(raised.value)
+
+
+def test_an_empty_tracking_uri_variable_means_the_configured_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI sets MLFLOW_TRACKING_URI from a repository variable, empty where none is configured."""
+    cfg = OmegaConf.create({"logger": {"tracking_uri": "sqlite:///mlflow.db"}})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    assert tracking_uri(cfg) == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://ci:token@mlflow.example.com/")
+    assert tracking_uri(cfg) == "https://ci:token@mlflow.example.com/"
+    assert shown_uri(tracking_uri(cfg)) == "https://mlflow.example.com/"
 
 
 def test_the_registered_model_ships_scoring_code_only(setup, transactions: pd.DataFrame) -> None:

@@ -334,3 +334,13 @@ def test_workflows_read_secrets_only_from_github_secrets() -> None:
             for line in text.splitlines():
                 if line.strip().startswith(f"{key}:"):
                     assert "secrets." + key in line, f"{path.name}: {line.strip()}"
+
+
+@pytest.mark.parametrize("name", ["retrain.yml", "release.yml"])
+def test_the_tracking_server_is_set_once_for_every_job(name: str) -> None:
+    """A job's own MLFLOW_TRACKING_URI would replace the workflow's: empty whenever only the variable is set."""
+    workflow = load(WORKFLOWS / name)
+    assert "vars.MLFLOW_TRACKING_URI || secrets.MLFLOW_TRACKING_URI" in workflow["env"]["MLFLOW_TRACKING_URI"]
+    for job_name, job in workflow["jobs"].items():
+        for scope in [job, *job.get("steps", [])]:
+            assert "MLFLOW_TRACKING_URI" not in (scope.get("env") or {}), f"{name}: {job_name}"

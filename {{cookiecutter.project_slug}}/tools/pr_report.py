@@ -171,6 +171,8 @@ def gate_section(gate: dict[str, Any] | None) -> list[str]:
     champion = gate.get("champion")
     if isinstance(champion, dict):
         who = f"champion: {cell(str(champion.get('source', '?')))} `{champion.get('reference', '?')}`"
+        if champion.get("location"):  # which registry (tracking server) or git remote it came from
+            who += f", from {cell(str(champion['location']))}"
     else:
         who = "no champion yet: absolute thresholds only"
     verdict = "**passed** ✅" if gate.get("passed") else "**failed** ❌"

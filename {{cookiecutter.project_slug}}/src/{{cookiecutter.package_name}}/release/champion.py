@@ -10,6 +10,8 @@ first parent (the state before this change) is used.
 Fails closed: None ("first release") only when the registry has no
 `champion` alias AND the rev pins no model (no dvc.lock there, or no commit
 yet). Anything else that goes wrong raises ChampionError with the reason.
+The champion found says where it came from (`location`: the tracking server's
+URI, or git and the DVC remote), and gate.json records it.
 """
 
 from __future__ import annotations
@@ -41,12 +43,18 @@ class ChampionError(PipelineError):
 class Champion:
     source: str
     reference: str  # registry version or git rev
+    location: str  # the registry's tracking URI, or "git and the DVC remote"
     score: Callable[[pd.DataFrame], np.ndarray]
     threshold: float
     model_md5: str | None = None
 
     def describe(self) -> dict[str, str | None]:
-        return {"source": self.source, "reference": self.reference, "model_md5": self.model_md5}
+        return {
+            "source": self.source,
+            "reference": self.reference,
+            "location": self.location,
+            "model_md5": self.model_md5,
+        }
 
 
 def resolve_champion(cfg: DictConfig, candidate_md5: str) -> Champion | None:
@@ -81,9 +89,11 @@ def from_registry(cfg: DictConfig) -> Champion | None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from ..training.tracking import configure
+    from ..training.tracking import configure, shown_uri, tracking_uri
 
     name = str(cfg.logger.registered_model_name)
+    uri = tracking_uri(cfg)
+    location = shown_uri(uri)
     try:
         configure(cfg)
         client = MlflowClient()
@@ -104,10 +114,14 @@ def from_registry(cfg: DictConfig) -> Champion | None:
                 raise ChampionError(f"registry {name} v{version}: expected one artifacts/*.pt, found {len(files)}")
             data = files[0].read_bytes()
     except (MlflowException, OSError) as error:
-        raise ChampionError(f"the model registry could not be read ({name}@champion): {error}") from error
+        # MLflow's message repeats the URI, with any token in it: gate.json and the PR comment show neither.
+        reason = str(error).replace(uri, location)
+        raise ChampionError(
+            f"the model registry could not be read ({name}@champion at {location}): {reason}"
+        ) from error
     md5 = model_version.tags.get("model_md5")
     score, threshold = _load_scoring(data, md5, f"{name} v{version}")
-    return Champion("registry", f"{name} v{version}", score, threshold, md5)
+    return Champion("registry", f"{name} v{version}", location, score, threshold, md5)
 
 
 def _git(*args: str) -> str | None:
@@ -154,7 +168,7 @@ def from_git(model_path: str, rev: str, candidate_md5: str) -> Champion | None:
             "(is the DVC remote reachable and was the model pushed?)"
         ) from error
     score, threshold = _load_scoring(data, md5, f"{model_path}@{name}")
-    return Champion("git", f"{name}@{sha[:12]}", score, threshold, md5)
+    return Champion("git", f"{name}@{sha[:12]}", "git and the DVC remote", score, threshold, md5)
 
 
 def _pinned_md5(sha: str, model_path: str) -> str | None:

@@ -294,7 +294,7 @@ def _champion_lookup(cfg: DictConfig, model_md5: str) -> tuple[Champion | None, 
     except ChampionError as error:
         return None, Check("champion_lookup", False, None, None, str(error))
     found = f"{champion.source} {champion.reference}" if champion else "none"
-    detail = "the candidate is compared with it" if champion else FIRST_RELEASE
+    detail = f"found in {champion.location}; the candidate is compared with it" if champion else FIRST_RELEASE
     return champion, Check("champion_lookup", True, found, None, detail)
 
 

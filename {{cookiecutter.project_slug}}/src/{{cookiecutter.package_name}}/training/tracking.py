@@ -8,6 +8,7 @@ import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -29,6 +30,14 @@ PIP_REQUIREMENT_PACKAGES = ("torch", "pandas", "numpy", "pandera", "pyarrow", "m
 def tracking_uri(cfg: DictConfig) -> str:
     """MLFLOW_TRACKING_URI wins (a team server in CI); else the config's, a local SQLite file by default."""
     return os.environ.get("MLFLOW_TRACKING_URI") or str(cfg.logger.tracking_uri)
+
+
+def shown_uri(uri: str) -> str:
+    """`uri` fit for reports and logs: any user or token in it (https://user:token@host) left out."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def artifact_location(cfg: DictConfig) -> str | None:
