@@ -12,14 +12,16 @@ fi
 # torch first and exact: a CPU build is taken where one is on disk; anything looser may pull a CUDA build.
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q torch==2.13.0
-# A baked project's dependencies and dev extras come from its pyproject.toml (one list, not a copy here).
+# A baked project's dependencies, dev and s3 extras come from its pyproject.toml (one list, not a copy here);
+# its slow tier, which the proof tier runs, pushes to and pulls from a local S3 server.
 TEMPLATE_PROJECT="{{cookiecutter.project_slug}}"
 "$VENV/bin/python" - "$TEMPLATE_PROJECT/pyproject.toml" > "$VENV/project-requirements.txt" <<'PY'
 import sys
 import tomllib
 
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-print("\n".join(project["dependencies"] + project["optional-dependencies"]["dev"]))
+extras = project["optional-dependencies"]
+print("\n".join(project["dependencies"] + extras["dev"] + extras["s3"]))
 PY
 "$VENV/bin/python" -m pip install -q -c "$TEMPLATE_PROJECT/constraints.txt" \
   -r "$VENV/project-requirements.txt" -r requirements-dev.txt

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import sys
+import tomllib
 
 import pytest
 from conftest import CONTEXT, bake, run
@@ -78,6 +79,25 @@ def test_project_starts_under_git_and_dvc(tmp_path: Path) -> None:
     assert status.stdout == "", f"the first commit left files out:\n{status.stdout}"
     config = (project / ".dvc" / "config").read_text()
     assert "hydra" in config and 'remote "storage"' in config
+
+
+@pytest.mark.parametrize(("remote", "extras"), [("../remote", "dev"), ("s3://bucket/dvc", "dev,s3")])
+def test_setup_installs_dvc_s3_for_an_s3_remote(tmp_path: Path, remote: str, extras: str) -> None:
+    """`make setup` (and the README's plain command, the same script) installs the s3 extra, dvc-s3,
+    exactly when the default DVC remote is s3://, also one pointed there after the bake."""
+    project = bake(tmp_path, dvc_remote_url=remote)
+    s3_extra = tomllib.loads((project / "pyproject.toml").read_text())["project"]["optional-dependencies"]["s3"]
+    assert any(requirement.startswith("dvc-s3") for requirement in s3_extra)
+    readme = (project / "README.md").read_text()
+    assert 'pip install -c constraints.txt -e ".[$(python tools/init_project.py --extras)]"' in readme
+
+    def setup_installs() -> str:
+        dry_run = run(["make", "-n", "setup", f"PYTHON={sys.executable}"], cwd=project).stdout
+        return re.findall(r"pip install -c constraints.txt -e '\.\[(.*)\]'", dry_run)[0]
+
+    assert setup_installs() == extras
+    run(["dvc", "remote", "modify", "storage", "url", "s3://other-bucket/dvc"], cwd=project)
+    assert setup_installs() == "dev,s3"
 
 
 @pytest.mark.parametrize("answers", covering_matrix(), ids=lambda a: "-".join(str(v) or "none" for v in a.values()))

@@ -2,6 +2,7 @@
 
     python tools/init_project.py           # `make setup` runs it: git, DVC, the remote, the Hydra setting
     python tools/init_project.py --lenient # without DVC installed: git only, and say what is left
+    python tools/init_project.py --extras  # the pip extras `make setup` installs: dev, and s3 for an s3:// remote
 
 Only the standard library is used, so it runs before the project's own dependencies are installed.
 Each step that fails ends the run with one `ERROR:` line, not a traceback.
@@ -10,6 +11,7 @@ Each step that fails ends the run with one `ERROR:` line, not a traceback.
 from __future__ import annotations
 
 import argparse
+import configparser
 import importlib.util
 import os
 import shutil
@@ -23,6 +25,8 @@ FALLBACK_IDENTITY = ("{{ cookiecutter.author_name }}", "{{ cookiecutter.author_e
 # What a first commit of the project should hold: everything not git-ignored.
 INITIAL_MESSAGE = "Initial project"
 DVC_SETTINGS = {"core.autostage": "true", "hydra.enabled": "true"}
+# The pyproject.toml extra holding DVC's plugin for a remote's URL scheme (a folder remote needs none).
+REMOTE_EXTRAS = {"s3": "s3"}
 
 
 class StepFailed(Exception):
@@ -44,6 +48,21 @@ def dvc_command() -> list[str] | None:
     if importlib.util.find_spec("dvc") is not None:
         return [sys.executable, "-m", "dvc"]
     return ["dvc"] if shutil.which("dvc") else None
+
+
+def remote_url(root: Path) -> str:
+    """The default remote's URL as DVC reads it (.dvc/config, then config.local); before `dvc init`, the baked one."""
+    config = configparser.ConfigParser(interpolation=None)
+    config.read([root / ".dvc" / "config", root / ".dvc" / "config.local"], encoding="utf-8")
+    name = config.get("core", "remote", fallback="")
+    return config.get(f"'remote \"{name}\"'", "url", fallback="") or DEFAULT_REMOTE_URL
+
+
+def install_extras(root: Path) -> str:
+    """`dev`, plus the extra with DVC's plugin for the default remote (`dev,s3` for s3://...)."""
+    scheme, separator, _ = remote_url(root).partition("://")
+    extra = REMOTE_EXTRAS.get(scheme) if separator else None
+    return "dev" if extra is None else f"dev,{extra}"
 
 
 def git_identity(root: Path) -> list[str]:
@@ -113,8 +132,12 @@ def initialise(root: Path, lenient: bool) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lenient", action="store_true", help="without DVC, set up git only instead of failing")
+    parser.add_argument("--extras", action="store_true", help="print the pip extras to install (dev[,s3]) and stop")
     args = parser.parse_args(argv)
     root = Path.cwd()
+    if args.extras:
+        print(install_extras(root))
+        return 0
     try:
         done = initialise(root, args.lenient)
     except StepFailed as error:
