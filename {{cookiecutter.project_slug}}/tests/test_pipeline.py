@@ -1,8 +1,8 @@
 """Pipeline-slice tests: `dvc repro` on a throwaway copy of this project, the way a user runs it.
 
 The tests of this module share one workspace (under a hidden folder) and run in order: a full
-run, a no-op and a forced rerun, then a real champion, and ways the pipeline must stop. They are
-the slow tier's (`pytest -m slow`).
+run, a no-op and a forced rerun, package killed part-way and rerun, then a real champion, and ways
+the pipeline must stop. They are the slow tier's (`pytest -m slow`).
 """
 
 from __future__ import annotations
@@ -194,25 +194,25 @@ def test_a_param_reruns_exactly_the_stages_that_read_it(workspace: Path) -> None
         assert redone == {"gate"}, result.stdout
 
 
-@pytest.mark.parametrize("point", KILL_POINTS)
-def test_package_killed_at_any_point_is_finished_by_the_next_repro(workspace: Path, point: str, tmp_path: Path) -> None:
-    # A change only package reads (another value per point), so `dvc repro` has package to run, as when it was killed.
-    run([*FAST, f"serve.timeout_s={31 + list(KILL_POINTS).index(point)}"], workspace)
+def package_killed(workspace: Path, point: str, change: str, log: Path) -> tuple[set[str], str]:
+    """Package killed at `point` after `change`, a param only it reads: (the versions before, the one it reserved).
+
+    The change gives `dvc repro` package to run, as it had when it was killed.
+    """
+    run([*FAST, change], workspace)
     run(["dvc", "repro", "gate"], workspace, timeout=900)  # a no-op after the tests above; all of it when run alone
     before, challenger = registry(workspace)
-    kill_package_at(workspace, point, tmp_path / "package.log")
+    kill_package_at(workspace, point, log)
     versions, aliased = registry(workspace)
     (reserved,) = set(versions) - set(before)
     assert BENTO_TAG not in versions[reserved] and aliased == challenger, "killed before the alias"
-    left = bento_store(workspace)
-    owned = tuple(sum(v["registry_version"] == reserved for v in left[kind].values()) for kind in ("models", "bentos"))
-    assert owned == KILL_POINTS[point], left
+    return set(before), reserved
 
-    result = run(["dvc", "repro", "package"], workspace)
-    assert "Running stage 'package'" in result.stdout
-    assert ("left by an unfinished package run" in result.stdout) == (point != "version reserved"), result.stdout
+
+def assert_package_finished(workspace: Path, before: set[str], reserved: str) -> None:
+    """The reserved version, and no other, is finished and `challenger`; no bento or bento model is left over."""
     versions, aliased = registry(workspace)
-    assert set(versions) - set(before) == {reserved} and aliased == reserved, "the reserved version is finished"
+    assert set(versions) - before == {reserved} and aliased == reserved, "the reserved version is finished"
     package = reports(workspace, "package.json")
     assert package["model_version"] == reserved and package["bento_tag"] == versions[reserved][BENTO_TAG]
     assert package["model_md5"] == versions[reserved]["model_md5"] == file_md5(workspace / "models" / "model.pt")
@@ -223,6 +223,30 @@ def test_package_killed_at_any_point_is_finished_by_the_next_repro(workspace: Pa
     assert all(count == 1 and BENTO_TAG in versions[owner] for owner, count in owners.items()), owners
     assert store["models"][package["bento_model_tag"]]["registry_version"] == reserved
     assert "Data and pipelines are up to date" in run(["dvc", "status"], workspace).stdout
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_package_killed_at_any_point_is_finished_by_the_next_repro(workspace: Path, point: str, tmp_path: Path) -> None:
+    change = f"serve.timeout_s={31 + list(KILL_POINTS).index(point)}"  # another value each time
+    before, reserved = package_killed(workspace, point, change, tmp_path / "package.log")
+    left = bento_store(workspace)
+    owned = tuple(sum(v["registry_version"] == reserved for v in left[kind].values()) for kind in ("models", "bentos"))
+    assert owned == KILL_POINTS[point], left
+    result = run(["dvc", "repro", "package"], workspace)
+    assert "Running stage 'package'" in result.stdout
+    assert ("left by an unfinished package run" in result.stdout) == (point != "version reserved"), result.stdout
+    assert_package_finished(workspace, before, reserved)
+
+
+def test_a_bento_model_save_torn_by_a_kill_does_not_block_the_next_repro(workspace: Path, tmp_path: Path) -> None:
+    before, reserved = package_killed(workspace, "bento model saved", "serve.timeout_s=34", tmp_path / "package.log")
+    models = Path(workspace_env(workspace)["BENTOML_HOME"]) / "models" / MODEL_NAME
+    torn = models / (models / "latest").read_text().strip()
+    (torn / "model.yaml").unlink()  # what a kill leaves during BentoML's file-by-file copy into its store
+    assert run([sys.executable, "-c", STORE_LISTING, MODEL_NAME], workspace, check=False).returncode != 0
+    result = run(["dvc", "repro", "package"], workspace)
+    assert f"removed {MODEL_NAME}:{torn.name}, left by an unfinished package run" in result.stdout
+    assert_package_finished(workspace, before, reserved)
 
 
 def test_impossible_threshold_stops_at_gate_and_package_does_not_run(workspace: Path) -> None:
