@@ -41,17 +41,21 @@ def golden() -> pd.DataFrame:
     return generate_golden(n_sample=3000, n_hard=100)
 
 
-def run(
-    command: list[str], cwd: Path, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run in a project copy with that copy's src/ first on the path; show the output when it fails."""
-    environment = {
+def workspace_env(cwd: Path) -> dict[str, str]:
+    """The environment of a command in a project copy: that copy's src/ first on the path, its own stores."""
+    return {
         **os.environ,
         "PYTHONPATH": str(cwd / "src"),
         "BENTOML_HOME": str(cwd / "tmp" / "bentoml"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
-        **(env or {}),
     }
+
+
+def run(
+    command: list[str], cwd: Path, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run in a project copy (`workspace_env`, plus `env`); show the output when it fails."""
+    environment = {**workspace_env(cwd), **(env or {})}
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment)
     if check and result.returncode != 0:
         raise AssertionError(

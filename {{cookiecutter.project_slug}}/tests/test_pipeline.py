@@ -1,22 +1,32 @@
 """Pipeline-slice tests: `dvc repro` on a throwaway copy of this project, the way a user runs it.
 
 The tests of this module share one workspace (under a hidden folder) and run in order: a full
-run, a no-op and a forced rerun, then a real champion, and ways the pipeline must stop. They are
-the slow tier's (`pytest -m slow`).
+run, a no-op and a forced rerun, package killed part-way and rerun, then a real champion, and ways
+the pipeline must stop. They are the slow tier's (`pytest -m slow`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import sqlite3
+import subprocess
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import closing, suppress
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_workspace, run
+from conftest import make_workspace, run, workspace_env
 
 from {{ cookiecutter.package_name }}.lineage import file_md5
+from {{ cookiecutter.package_name }}.release.registry import BENTO_TAG, CHALLENGER
+from {{ cookiecutter.package_name }}.serving.api import MODEL_NAME
 
 FAST = [sys.executable, "tools/params.py", "debug=fast"]
 # Whole-pipeline runs take minutes: the slow tier (CI's `slow tests` job) runs them on every push.
@@ -53,10 +63,76 @@ def commit(workspace: Path, message: str) -> None:
     run([*git, "commit", "-q", "-a", "--allow-empty", "-m", message], workspace)
 
 
-def registry_versions(workspace: Path) -> int:
+def registry(workspace: Path) -> tuple[dict[str, dict[str, str]], str | None]:
+    """Every registry version with its tags, and the version `challenger` points at."""
     from mlflow import MlflowClient
 
-    return len(MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}").search_model_versions())
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    aliases = next((model.aliases for model in client.search_registered_models()), {})
+    challenger = aliases.get(CHALLENGER)  # an int
+    return {str(v.version): dict(v.tags) for v in client.search_model_versions()}, (
+        None if challenger is None else str(challenger)
+    )
+
+
+# Where `kill -9` lands in the package stage, and what it leaves of the unfinished version: (bento models, bentos).
+KILL_POINTS = {"version reserved": (0, 0), "bento model saved": (1, 0), "bento built": (1, 1)}
+STORE_LISTING = """
+import json, sys, bentoml
+models = {str(m.tag): m.info.labels for m in bentoml.models.list() if m.tag.name == sys.argv[1]}
+bentos = {str(b.tag): b.info.labels for b in bentoml.bentos.list()}
+print(json.dumps({"bentos": bentos, "models": models}))
+"""
+
+
+def bento_store(workspace: Path) -> dict[str, dict[str, dict[str, str]]]:
+    """The labels of every bento and bento model in the workspace's BentoML store, by tag."""
+    return json.loads(run([sys.executable, "-c", STORE_LISTING, MODEL_NAME], workspace).stdout.splitlines()[-1])
+
+
+def saved(store: Path) -> set[str]:
+    """Items a BentoML store has finished saving: it names an item `latest` once all its files are in."""
+    return {f"{path.parent.name}:{version}" for path in store.glob("*/latest") if (version := path.read_text().strip())}
+
+
+def wait_for(stage: subprocess.Popen[bytes], reached: Callable[[], object], log: Path) -> None:
+    deadline = time.monotonic() + 600
+    while not reached():
+        assert stage.poll() is None, f"package ended before the kill point:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "package never reached the kill point"
+        time.sleep(0.05)
+
+
+def kill_package_at(workspace: Path, point: str, log: Path) -> None:
+    """`python pipelines/package.py` (the stage's command), killed with SIGKILL, children too, once at `point`."""
+    home = Path(workspace_env(workspace)["BENTOML_HOME"])
+    versions, models, bentos = len(registry(workspace)[0]), saved(home / "models"), saved(home / "bentos")
+    steps = {
+        "version reserved": lambda: len(registry(workspace)[0]) > versions,
+        "bento model saved": lambda: saved(home / "models") - models,
+        "bento built": lambda: saved(home / "bentos") - bentos,
+    }
+    with log.open("w") as output, closing(sqlite3.connect(workspace / "mlflow.db", isolation_level=None)) as db:
+        stage = subprocess.Popen(
+            [sys.executable, "pipelines/package.py"],
+            cwd=workspace,
+            env=workspace_env(workspace),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            for step in list(steps)[: list(steps).index(point) + 1]:
+                wait_for(stage, steps[step], log)
+                if step == "bento model saved":
+                    # The stage's next registry write is the alias, right after the bento is saved: a write lock
+                    # on the registry's database holds it there, so the kill lands between the bento and the alias.
+                    db.execute("BEGIN EXCLUSIVE")
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(stage.pid, signal.SIGKILL)
+            returncode = stage.wait()
+    assert returncode == -signal.SIGKILL, f"package was not killed (exit {returncode}):\n{log.read_text()[-3000:]}"
 
 
 def test_repro_runs_every_stage_and_writes_the_contracts(workspace: Path) -> None:
@@ -118,6 +194,61 @@ def test_a_param_reruns_exactly_the_stages_that_read_it(workspace: Path) -> None
         assert redone == {"gate"}, result.stdout
 
 
+def package_killed(workspace: Path, point: str, change: str, log: Path) -> tuple[set[str], str]:
+    """Package killed at `point` after `change`, a param only it reads: (the versions before, the one it reserved).
+
+    The change gives `dvc repro` package to run, as it had when it was killed.
+    """
+    run([*FAST, change], workspace)
+    run(["dvc", "repro", "gate"], workspace, timeout=900)  # a no-op after the tests above; all of it when run alone
+    before, challenger = registry(workspace)
+    kill_package_at(workspace, point, log)
+    versions, aliased = registry(workspace)
+    (reserved,) = set(versions) - set(before)
+    assert BENTO_TAG not in versions[reserved] and aliased == challenger, "killed before the alias"
+    return set(before), reserved
+
+
+def assert_package_finished(workspace: Path, before: set[str], reserved: str) -> None:
+    """The reserved version, and no other, is finished and `challenger`; no bento or bento model is left over."""
+    versions, aliased = registry(workspace)
+    assert set(versions) - before == {reserved} and aliased == reserved, "the reserved version is finished"
+    package = reports(workspace, "package.json")
+    assert package["model_version"] == reserved and package["bento_tag"] == versions[reserved][BENTO_TAG]
+    assert package["model_md5"] == versions[reserved]["model_md5"] == file_md5(workspace / "models" / "model.pt")
+    store = bento_store(workspace)
+    for tag, labels in store["bentos"].items():  # every bento is the finished bento of the version it names
+        assert versions[labels["registry_version"]].get(BENTO_TAG) == tag, (tag, labels)
+    owners = Counter(labels["registry_version"] for labels in store["models"].values())
+    assert all(count == 1 and BENTO_TAG in versions[owner] for owner, count in owners.items()), owners
+    assert store["models"][package["bento_model_tag"]]["registry_version"] == reserved
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], workspace).stdout
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_package_killed_at_any_point_is_finished_by_the_next_repro(workspace: Path, point: str, tmp_path: Path) -> None:
+    change = f"serve.timeout_s={31 + list(KILL_POINTS).index(point)}"  # another value each time
+    before, reserved = package_killed(workspace, point, change, tmp_path / "package.log")
+    left = bento_store(workspace)
+    owned = tuple(sum(v["registry_version"] == reserved for v in left[kind].values()) for kind in ("models", "bentos"))
+    assert owned == KILL_POINTS[point], left
+    result = run(["dvc", "repro", "package"], workspace)
+    assert "Running stage 'package'" in result.stdout
+    assert ("left by an unfinished package run" in result.stdout) == (point != "version reserved"), result.stdout
+    assert_package_finished(workspace, before, reserved)
+
+
+def test_a_bento_model_save_torn_by_a_kill_does_not_block_the_next_repro(workspace: Path, tmp_path: Path) -> None:
+    before, reserved = package_killed(workspace, "bento model saved", "serve.timeout_s=34", tmp_path / "package.log")
+    models = Path(workspace_env(workspace)["BENTOML_HOME"]) / "models" / MODEL_NAME
+    torn = models / (models / "latest").read_text().strip()
+    (torn / "model.yaml").unlink()  # what a kill leaves during BentoML's file-by-file copy into its store
+    assert run([sys.executable, "-c", STORE_LISTING, MODEL_NAME], workspace, check=False).returncode != 0
+    result = run(["dvc", "repro", "package"], workspace)
+    assert f"removed {MODEL_NAME}:{torn.name}, left by an unfinished package run" in result.stdout
+    assert_package_finished(workspace, before, reserved)
+
+
 def test_impossible_threshold_stops_at_gate_and_package_does_not_run(workspace: Path) -> None:
     (workspace / "reports" / "package.json").unlink()
     run([*FAST, "gate.thresholds.roc_auc.min=0.999"], workspace)
@@ -141,10 +272,10 @@ def test_package_refuses_a_gate_report_of_another_model_and_registers_nothing(wo
     gate = reports(workspace, "gate.json")
     gate["candidate"]["model_md5"] = "0" * 32  # the approval of some other model
     (workspace / "reports" / "gate.json").write_text(json.dumps(gate))
-    versions = registry_versions(workspace)
+    versions = registry(workspace)[0]
     result = run([sys.executable, "pipelines/package.py"], workspace, check=False)
     assert result.returncode == 2 and "approved other files" in result.stderr
-    assert registry_versions(workspace) == versions
+    assert registry(workspace)[0] == versions
 
 
 def test_committed_model_becomes_the_champion_and_passes_against_itself(workspace: Path) -> None:

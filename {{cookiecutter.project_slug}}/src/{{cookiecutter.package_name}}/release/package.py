@@ -18,7 +18,7 @@ from ..data.schema import LABEL_COLUMN, SLICE_COLUMN
 from ..errors import PipelineError
 from ..evaluation.evaluate import load_golden
 from ..lineage import environment, file_md5, git_commit
-from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, SERVE_FILE, score_body
+from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, SERVE_FILE, SERVICE_NAME, score_body
 from ..stage import write_atomically
 from ..training.artifact import ScoringModel, load_model
 from .card import render_card
@@ -107,6 +107,32 @@ def remove_leftovers(labels: dict[str, str]) -> list[str]:
             bentoml.models.delete(model.tag)
             removed.append(str(model.tag))
     return removed
+
+
+def remove_torn_saves() -> list[str]:
+    """Store folders of this project's bento model and bentos that BentoML cannot load: a killed save's.
+
+    BentoML copies an item into its store file by file, and cannot list a store holding a folder without
+    its model.yaml / bento.yaml: `remove_leftovers`, and so every later package run, would fail on it.
+    """
+    import bentoml
+    from bentoml._internal.configuration.containers import BentoMLContainer  # the store folders: no public API
+
+    torn = []
+    for store, name, get in (
+        (BentoMLContainer.model_store_dir.get(), MODEL_NAME, bentoml.models.get),
+        (BentoMLContainer.bento_store_dir.get(), SERVICE_NAME, bentoml.bentos.get),
+    ):
+        folder = Path(store) / name
+        for item in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if not item.is_dir():
+                continue  # `latest`
+            try:
+                get(f"{name}:{item.name}")
+            except Exception:  # whatever it lacks, a folder BentoML cannot load is one whose save never finished
+                shutil.rmtree(item)
+                torn.append(f"{name}:{item.name}")
+    return torn
 
 
 def build_wheel(destination: Path) -> list[str]:
@@ -211,7 +237,7 @@ def package(cfg: DictConfig) -> dict[str, Any]:
         },
     )
     labels = {"registry_version": version, "model_md5": hashes["model"]}
-    for leftover in remove_leftovers(labels):
+    for leftover in [*remove_torn_saves(), *remove_leftovers(labels)]:
         print(f"removed {leftover}, left by an unfinished package run")
     card_md, card_html = render_card(card_context(cfg, model, golden, version, gate, lineage), Path(cfg.paths.plots))
     model_tag = save_bento_model(

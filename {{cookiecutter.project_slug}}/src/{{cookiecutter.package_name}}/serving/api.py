@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # torch is imported by the worker that loads the model, not b
     from ..training.artifact import ScoringModel
 
 MODEL_NAME = "{{ cookiecutter.project_slug }}-model"  # the BentoML model store name
+SERVICE_NAME = "{{ cookiecutter.package_name }}_service"  # also the name of its bentos
 MODEL_FILE = "model.pt"
 EXAMPLE_FILE = "example.json"
 SERVE_FILE = "serve.json"  # conf/serve plus the model tag, written into the bento by the package stage

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from .api import (
     EXAMPLE_FILE,
     MODEL_FILE,
+    SERVICE_NAME,
     Prediction,
     PredictResponse,
     ServeSettings,
@@ -149,7 +150,7 @@ def build_service(settings_path: Path) -> Any:
 
 def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
     @bentoml.service(
-        name="{{ cookiecutter.package_name }}_service",
+        name=SERVICE_NAME,
         workers=settings.workers,
         threads=settings.threads,
         traffic={"timeout": settings.timeout_s, "max_concurrency": settings.max_concurrency},
