@@ -21,6 +21,8 @@ ANSWERS = {
     "mlflow_tracking_uri": {{ cookiecutter.mlflow_tracking_uri | tojson }},
     "dvc_remote_url": {{ cookiecutter.dvc_remote_url | tojson }},
     "ci_gpu_runner_label": {{ cookiecutter.ci_gpu_runner_label | tojson }},
+    "deploy_target": {{ cookiecutter.deploy_target | tojson }},
+    "deploy_runner_label": {{ cookiecutter.deploy_runner_label | tojson }},
     "author_email": {{ cookiecutter.author_email | tojson }},
 }
 
@@ -29,6 +31,7 @@ CHOICES = {
     "license": ("MIT", "Apache-2.0", "BSD-3-Clause", "Proprietary"),
     "accelerator": ("cpu", "gpu", "ddp"),
     "include_notebooks": ("yes", "no"),
+    "deploy_target": ("local", "kubernetes-gitops"),
 }
 
 # Import names the generated project depends on: a package with one of these
@@ -84,6 +87,12 @@ def problems(answers: dict[str, str]) -> list[str]:
     if not RUNNER_LABEL_PATTERN.match(answers["ci_gpu_runner_label"]):
         found.append(
             f"ci_gpu_runner_label {answers['ci_gpu_runner_label']!r} may hold only letters, digits, '.', '_', '-'."
+        )
+    # The deployment state file carries the label whichever target is chosen, so switching later is one edit.
+    if not answers["deploy_runner_label"] or not RUNNER_LABEL_PATTERN.match(answers["deploy_runner_label"]):
+        found.append(
+            f"deploy_runner_label {answers['deploy_runner_label']!r} must be a runner label: "
+            "letters, digits, '.', '_', '-' (not empty)."
         )
     if "@" not in answers["author_email"]:
         found.append(f"author_email {answers['author_email']!r} is not an e-mail address.")

@@ -31,6 +31,9 @@ BAD_ANSWERS = [
     ({"mlflow_tracking_uri": "mlflow.db"}, "mlflow_tracking_uri"),
     ({"dvc_remote_url": "my remote"}, "dvc_remote_url"),
     ({"ci_gpu_runner_label": "gpu; rm -rf /"}, "ci_gpu_runner_label"),
+    ({"deploy_target": "heroku"}, "heroku provided for choice variable deploy_target"),
+    ({"deploy_runner_label": ""}, "deploy_runner_label"),
+    ({"deploy_runner_label": "serving, gpu"}, "deploy_runner_label"),
     ({"author_email": "nobody"}, "not an e-mail address"),
 ]
 

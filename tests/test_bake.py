@@ -11,6 +11,7 @@ import sys
 import tomllib
 
 import pytest
+import yaml
 from conftest import CONTEXT, bake, run
 
 CHOICE_OPTIONS = {key: value for key, value in CONTEXT.items() if isinstance(value, list) and not key.startswith("_")}
@@ -18,6 +19,7 @@ FREE_OPTIONS = {
     "mlflow_tracking_uri": ["sqlite:///mlflow.db", "http://mlflow.internal:5000"],
     "dvc_remote_url": ["../remote", "s3://bucket/dvc"],
     "ci_gpu_runner_label": ["", "gpu-a100"],
+    "deploy_runner_label": ["serving", "model-host-1"],
 }
 ALL_OPTIONS = {**CHOICE_OPTIONS, **FREE_OPTIONS}
 
@@ -119,6 +121,8 @@ def test_bake_matrix_renders_every_option(tmp_path: Path, answers: dict[str, str
     else:
         assert "runs-on: ubuntu-latest  # training runner" in retrain
     assert answers["license"] in (project / "LICENSE").read_text()
+    target = yaml.safe_load((project / "bentos" / "deployment.yaml").read_text())["target"]
+    assert target == {"kind": answers["deploy_target"], "runner_label": answers["deploy_runner_label"]}
     # params.yaml ships composed from this bake's conf/ (the accelerator changes the trainer group).
     run([sys.executable, "tools/params.py", "--check"], cwd=project)
 

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE, bake, run
+from conftest import TEMPLATE, bake, layered_env, run
 
 WORKFLOW_SOURCES = sorted((TEMPLATE / "{{cookiecutter.project_slug}}" / ".github" / "workflows").glob("*.yml"))
 ACTION_SOURCES = sorted((TEMPLATE / "{{cookiecutter.project_slug}}" / ".github" / "actions").glob("*/action.yml"))
-JOBS = {("ci", "lint"), ("ci", "test"), ("ci", "slow-test"), ("retrain", "train"), ("retrain", "comment"), ("release", "build"),
-        ("release", "deploy"), ("release", "rollback")}
+JOBS = {("ci", "lint"), ("ci", "test"), ("ci", "slow-test"), ("retrain", "train"), ("retrain", "comment"),
+        ("release", "target"), ("release", "build"), ("release", "deploy"), ("release", "rollback")}
 REPORT_MARKER = "<!-- retrain-report -->"
 
 
@@ -78,9 +78,10 @@ def test_workflow_sources_hold_no_jinja() -> None:
         assert not re.search(r"(?<!\$)\{\{", text), f"{path}: only GitHub's ${{{{ }}}} expressions belong here"
 
 
-@pytest.mark.parametrize("label", ["", "gpu-a100"], ids=["ubuntu-runner", "gpu-runner"])
-def test_baked_workflows_match_the_schema_and_act_lists_every_job(tmp_path: Path, label: str) -> None:
-    project = bake(tmp_path, ci_gpu_runner_label=label)
+@pytest.mark.parametrize(("label", "target"), [("", "local"), ("gpu-a100", "kubernetes-gitops")],
+                         ids=["ubuntu-runner-local", "gpu-runner-kubernetes-gitops"])
+def test_baked_workflows_match_the_schema_and_act_lists_every_job(tmp_path: Path, label: str, target: str) -> None:
+    project = bake(tmp_path, ci_gpu_runner_label=label, deploy_target=target)
     workflows = sorted((project / ".github" / "workflows").glob("*.yml"))
     actions = sorted((project / ".github" / "actions").glob("*/action.yml"))
     for schema, files in (("vendor.github-workflows", workflows), ("vendor.github-actions", actions)):
@@ -97,7 +98,8 @@ def test_baked_workflows_match_the_schema_and_act_lists_every_job(tmp_path: Path
     runner = f"[self-hosted, {label}]" if label else "ubuntu-latest"
     assert f"    runs-on: {runner}  # training runner" in retrain
     # The project's own workflow tests: trigger filters (a *.dvc pointer or dvc.lock change retrains, a
-    # README change does not), least privilege, act stand-ins, GPU/CPU trainer choice, the PR report.
+    # README change does not), least privilege, act stand-ins, GPU/CPU trainer choice, the PR report,
+    # the release's deploy target read from this bake's bentos/deployment.yaml.
     run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_workflows.py",
          "tests/test_pr_report.py"], cwd=project)
 
@@ -158,10 +160,21 @@ def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp
     assert f"compared with `main ({git_sha(project, 'main')[:7]})`" in body
 
 
+@pytest.fixture
+def release_project(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """A bake with the deploy target under test, installed, with its first data version committed."""
+    project = bake(tmp_path / "bake", deploy_target=request.param)
+    layered_env(project)
+    run([sys.executable, "tools/data_version.py", "--commit"], cwd=project)
+    return project
+
+
 @pytest.mark.slow
-def test_act_runs_the_release_build(project_copy: Path, tmp_path: Path) -> None:
-    """`release` by hand, build job only (act has no approval gate): the pipeline up to a built bento."""
-    project = project_copy
+@pytest.mark.parametrize("release_project", ["local", "kubernetes-gitops"], indirect=True)
+def test_act_runs_the_release_build(release_project: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """`release` by hand, build job only (act has no approval gate): the deploy target, then a built bento."""
+    project = release_project
+    target = request.node.callspec.params["release_project"]
     remote = project.parent / f"{project.name}-dvc-remote"
     run([sys.executable, "-m", "dvc", "push", "-q"], cwd=project)
 
@@ -170,7 +183,10 @@ def test_act_runs_the_release_build(project_copy: Path, tmp_path: Path) -> None:
                  "--var", "RETRAIN_OVERRIDES=debug=fast", "-s", f"DVC_REMOTE_URL={remote}",
                  "--env", f"BENTOML_HOME={tmp_path / 'bentoml'}", timeout=1800)
 
-    assert_succeeded(result, ["build the bento"])
+    assert_succeeded(result, ["deploy target", "build the bento"])
+    assert f"::set-output:: kind={target}" in result.stdout
+    runs_on = '["self-hosted", "serving"]' if target == "local" else '"ubuntu-latest"'
+    assert f"::set-output:: runs-on={runs_on}" in result.stdout
     tags = re.findall(r"::set-output:: bento_tag=(\S+)", result.stdout)
     assert tags, "the build job set no bento_tag output"
     assert list((tmp_path / "bentoml" / "bentos").glob(f"{tags[-1].split(':')[0]}/{tags[-1].split(':')[1]}"))

@@ -44,9 +44,10 @@ def raw_state() -> dict:
     return yaml.safe_load(STATE.read_text())
 
 
-def deploy(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def deploy(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(DEPLOY), *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
@@ -147,24 +148,88 @@ def test_cli_set_and_rollback_edit_the_file(state_file: Path) -> None:
     assert state.live == "blue" and state.slots["green"].bento == TAG_B
 
 
-def test_cli_set_commits_one_release_per_commit(state_file: Path) -> None:
-    repo = state_file.parent.parent
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+}
+
+
+def init_repo(state_file: Path) -> list[str]:
+    """A git repository around the state file's copy, with one commit; return the git command for it."""
+    git = ["git", "-C", str(state_file.parent.parent), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "init"], check=True)
-    env = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
+    return git
+
+
+def test_cli_set_commits_one_release_per_commit(state_file: Path) -> None:
+    git = init_repo(state_file)
+    env = GIT_ENV
     done = deploy("--state", str(state_file), "set", "--bento", TAG_A, "--no-verify", "--commit", env=env)
     assert done.returncode == 0, done.stderr
     log = subprocess.run([*git, "log", "--format=%s"], capture_output=True, text=True, check=True).stdout
     assert log.splitlines()[0] == f"deploy: {TAG_A} -> blue (live: blue)"
     subprocess.run([*git, "revert", "--no-edit", "HEAD"], check=True, capture_output=True)
     assert load_state(state_file).live is None, "git revert is the rollback of the state"
+
+
+K8S_COMMIT = ("--commit", "--manifests", "deploy/k8s")  # relative to the repository, as the workflow runs it
+
+
+def test_kubernetes_release_commits_state_and_manifests_together_and_reverts_as_one(state_file: Path) -> None:
+    """What the release workflow does for kubernetes-gitops: one commit per release, rollback = its revert."""
+    git = init_repo(state_file)
+    repo = state_file.parent.parent
+    manifests = repo / "deploy" / "k8s"
+    for tag in (TAG_A, TAG_B):
+        done = deploy(
+            "--state", str(state_file), "set", "--bento", tag, "--no-verify", *K8S_COMMIT, env=GIT_ENV, cwd=repo
+        )
+        assert done.returncode == 0, done.stderr
+    shown = subprocess.run([*git, "show", "--name-only", "--format=%s", "HEAD"], capture_output=True, text=True)
+    subject, *files = shown.stdout.split("\n")
+    assert subject == f"deploy: {TAG_B} -> green (live: green)"
+    assert [name for name in files if name] == [
+        "bentos/deployment.yaml",
+        "deploy/k8s/deployment-green.yaml",
+        "deploy/k8s/kustomization.yaml",
+        "deploy/k8s/service-preview.yaml",
+        "deploy/k8s/service.yaml",
+    ]
+    assert subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout == ""
+
+    def selector() -> str:
+        return str(yaml.safe_load((manifests / "service.yaml").read_text())["spec"]["selector"]["gitops-ml/slot"])
+
+    assert selector() == "green"
+    last = subprocess.run([*git, "log", "-1", "--format=%H", "--", "deploy/k8s"], capture_output=True, text=True)
+    subprocess.run([*git, "revert", "--no-edit", last.stdout.strip()], check=True, capture_output=True)
+    assert selector() == "blue" and load_state(state_file).live == "blue"
+    check = deploy("--state", str(state_file), "render-k8s", "-o", str(manifests), "--check")
+    assert check.returncode == 0, check.stderr
+
+
+def test_no_commit_when_the_manifests_cannot_be_rendered(state_file: Path) -> None:
+    git = init_repo(state_file)
+    repo = state_file.parent.parent
+    done = deploy(
+        "--state", str(state_file), "set", "--bento", TAG_A, "--no-verify", "--no-promote", *K8S_COMMIT, cwd=repo
+    )
+    assert done.returncode == 2 and "nothing is live" in done.stderr
+    log = subprocess.run([*git, "log", "--format=%s"], capture_output=True, text=True, check=True).stdout
+    assert log.splitlines() == ["init"]
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [({"kind": "heroku"}, "target.kind"), ({"kind": "local", "runner_label": "a, b"}, "target.runner_label")],
+)
+def test_a_deploy_target_outside_the_two_is_refused(target: dict, problem: str) -> None:
+    with pytest.raises(DeployError, match=problem):
+        parse_state({**raw_state(), "target": target})
 
 
 def test_set_takes_the_packaged_bento_only_when_its_gate_passed(state_file: Path, tmp_path: Path) -> None:

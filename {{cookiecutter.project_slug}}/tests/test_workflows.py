@@ -6,6 +6,7 @@ workflow's own filter globs here, with GitHub's matching rules, against lists of
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from {{ cookiecutter.package_name }}.deploy.state import load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -214,6 +217,71 @@ def test_release_deploys_through_the_production_environment() -> None:
     commands = "\n".join(step.get("run", "") for step in jobs["deploy"]["steps"])
     for command in ("tools/promote.py", "tools/deploy.py set", "tools/deploy.py apply"):
         assert command in commands
+
+
+def target_outputs(tmp_path: Path, target: dict[str, str] | None) -> subprocess.CompletedProcess[str]:
+    """Run the release's `deploy target` step on a copy of the state file (with `target` replaced, if given)."""
+    step = next(s for s in load(WORKFLOWS / "release.yml")["jobs"]["target"]["steps"] if s.get("id") == "read")
+    state = yaml.safe_load((ROOT / "bentos" / "deployment.yaml").read_text(encoding="utf-8"))
+    if target is not None:
+        state["target"] = target
+    (tmp_path / "bentos").mkdir()
+    (tmp_path / "bentos" / "deployment.yaml").write_text(yaml.safe_dump(state), encoding="utf-8")
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "GITHUB_OUTPUT": str(tmp_path / "output"), "PATH": path}
+    # `bash -e`: GitHub's default shell for a step without `shell:`.
+    return subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    ("target", "kind", "runs_on"),
+    [
+        (None, load_state(ROOT / "bentos" / "deployment.yaml").target.kind, None),
+        ({"kind": "local", "runner_label": "gpu-box"}, "local", ["self-hosted", "gpu-box"]),
+        ({"kind": "kubernetes-gitops", "runner_label": "serving"}, "kubernetes-gitops", "ubuntu-latest"),
+    ],
+    ids=["committed", "local", "kubernetes-gitops"],
+)
+def test_release_reads_its_deploy_target_from_the_state_file(
+    tmp_path: Path, target: dict[str, str] | None, kind: str, runs_on: Any
+) -> None:
+    done = target_outputs(tmp_path, target)
+    assert done.returncode == 0, done.stderr
+    outputs = dict(line.split("=", 1) for line in (tmp_path / "output").read_text(encoding="utf-8").splitlines())
+    assert outputs["kind"] == kind
+    committed = load_state(ROOT / "bentos" / "deployment.yaml").target
+    expected = runs_on or (["self-hosted", committed.runner_label] if kind == "local" else "ubuntu-latest")
+    assert json.loads(outputs["runs-on"]) == expected
+    assert outputs["image"] == load_state(ROOT / "bentos" / "deployment.yaml").kubernetes.image
+
+
+def test_release_refuses_an_unknown_deploy_target(tmp_path: Path) -> None:
+    done = target_outputs(tmp_path, {"kind": "heroku"})
+    assert done.returncode != 0 and "not local or kubernetes-gitops" in done.stderr
+
+
+def test_deploy_and_rollback_follow_the_target() -> None:
+    """Both run where the target says; each target's steps run only for it; CI never talks to a cluster."""
+    release = load(WORKFLOWS / "release.yml")
+    jobs = release["jobs"]
+    for name in ("build", "deploy", "rollback"):
+        assert "target" in jobs[name]["needs"], name
+    for name in ("deploy", "rollback"):
+        assert jobs[name]["runs-on"].strip("${ }") == "fromJSON(needs.target.outputs.runs-on)"
+        for step in jobs[name]["steps"]:
+            command = step.get("run", "")
+            if "deploy.py apply" in command or "deploy.py status" in command or "deploy.py rollback" in command:
+                assert "needs.target.outputs.kind == 'local'" in step["if"], step["name"]
+            if "deploy/k8s" in command:
+                assert "needs.target.outputs.kind == 'kubernetes-gitops'" in step["if"], step["name"]
+
+    def commands(job: str, kind: str) -> str:
+        return "\n".join(s.get("run", "") for s in jobs[job]["steps"] if f"kind == '{kind}'" in s.get("if", ""))
+
+    k8s_deploy, k8s_rollback = commands("deploy", "kubernetes-gitops"), commands("rollback", "kubernetes-gitops")
+    assert 'tools/deploy.py set --bento "$BENTO_TAG" --commit --manifests deploy/k8s' in k8s_deploy
+    assert 'git revert --no-edit "$last"' in k8s_rollback and "render-k8s -o deploy/k8s --check" in k8s_rollback
+    assert "kubectl" not in (WORKFLOWS / "release.yml").read_text(encoding="utf-8")
 
 
 def configure_script() -> str:

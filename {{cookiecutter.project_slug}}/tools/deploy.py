@@ -1,6 +1,7 @@
 """Blue-green deployment driven by git: bentos/deployment.yaml is the desired state, this applies it.
 
     python tools/deploy.py set [--bento TAG] [--commit]  # TAG (default: reports/package.json) -> idle
+    python tools/deploy.py set --commit --manifests deploy/k8s  # the same, with the rendered manifests in the commit
     python tools/deploy.py apply                         # start, /readyz, smoke, then switch nginx
     python tools/deploy.py status [--json]               # both slots, bentos, model versions, live
     python tools/deploy.py rollback [--commit]           # live back to the other slot (a switch in grace)
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from {{ cookiecutter.package_name }}.deploy import k8s
 from {{ cookiecutter.package_name }}.deploy.engine import LocalEngine
@@ -48,16 +50,32 @@ def packaged_bento(report: Path) -> str:
     return str(package["bento_tag"])
 
 
-def git_commit(state_file: Path, message: str) -> None:
-    """Commit the state file alone: one release, one commit."""
-    where = ["git", "-C", str(state_file.parent)]
-    subprocess.run([*where, "add", state_file.name], check=True, capture_output=True)
-    done = subprocess.run(
-        [*where, "commit", "-q", "-m", message, "--", state_file.name], capture_output=True, text=True
-    )
+def git_commit(paths: list[Path], message: str) -> None:
+    """Commit these paths alone (the state file, and the manifests rendered from it): one release, one commit."""
+    names = [str(path.resolve()) for path in paths]
+    where = ["git", "-C", str(paths[0].resolve().parent)]
+    subprocess.run([*where, "add", "--all", "--", *names], check=True, capture_output=True)
+    done = subprocess.run([*where, "commit", "-q", "-m", message, "--", *names], capture_output=True, text=True)
     if done.returncode != 0:
         raise DeployError(f"git commit failed: {(done.stderr or done.stdout).strip()}")
     print(f"committed: {message}")
+
+
+def validated(manifests: dict[str, dict[str, Any]], k8s_version: str) -> None:
+    problems = k8s.validate_manifests(manifests, k8s_version)
+    if problems:
+        raise DeployError("rendered manifests fail the Kubernetes schemas:\n  " + "\n  ".join(problems))
+
+
+def changed_paths(args: argparse.Namespace) -> list[Path]:
+    """The state file, plus (--manifests DIR) the manifests rendered from it and checked against the schemas."""
+    if args.manifests is None:
+        return [args.state]
+    manifests = k8s.render_manifests(load_state(args.state))
+    validated(manifests, k8s.DEFAULT_K8S_VERSION)
+    for path in k8s.write_manifests(manifests, args.manifests):
+        print(f"wrote {path}")
+    return [args.state, args.manifests]
 
 
 def cmd_set(args: argparse.Namespace) -> int:
@@ -70,8 +88,9 @@ def cmd_set(args: argparse.Namespace) -> int:
     slot, live = with_bento(state, tag, promote=not args.no_promote)
     update_state_file(args.state, live=live, bentos={slot: tag})
     print(f"{args.state}: slots.{slot}.bento = {tag}; live = {live}")
+    paths = changed_paths(args)
     if args.commit:
-        git_commit(args.state, f"deploy: {tag} -> {slot}" + (f" (live: {live})" if live == slot else " (preview)"))
+        git_commit(paths, f"deploy: {tag} -> {slot}" + (f" (live: {live})" if live == slot else " (preview)"))
     else:
         print("next: commit it (git commit -am 'deploy ...'), then `python tools/deploy.py apply`")
     return 0
@@ -96,8 +115,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         raise DeployError(f"slots.{back}.bento is empty: there is no previous release to roll back to")
     update_state_file(args.state, live=back, bentos={})
     print(f"{args.state}: live = {back} ({tag})")
+    paths = changed_paths(args)
     if args.commit:
-        git_commit(args.state, f"rollback: live {state.live} -> {back} ({tag})")
+        git_commit(paths, f"rollback: live {state.live} -> {back} ({tag})")
     if args.no_apply:
         return 0
     return cmd_apply(args)
@@ -128,9 +148,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     manifests = k8s.render_manifests(load_state(args.state))
     if args.validate:
-        problems = k8s.validate_manifests(manifests, args.k8s_version)
-        if problems:
-            raise DeployError("rendered manifests fail the Kubernetes schemas:\n  " + "\n  ".join(problems))
+        validated(manifests, args.k8s_version)
         print(f"{len(manifests)} manifests valid against Kubernetes {args.k8s_version} schemas")
     if args.check:
         found = k8s.drift(manifests, args.output)
@@ -203,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
         help="do not require the bento in the local store (CI that only renders manifests)",
     )
     p.add_argument("--commit", action="store_true", help="git commit the state file")
+    p.add_argument("--manifests", type=Path, help="also render (and validate) the Kubernetes manifests into DIR")
     p.set_defaults(func=cmd_set)
 
     p = sub.add_parser("apply", help="make this machine match the state file")
@@ -210,6 +229,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rollback", help="make the other slot live again (edits the state file, then applies)")
     p.add_argument("--commit", action="store_true", help="git commit the state file")
+    p.add_argument("--manifests", type=Path, help="also render (and validate) the Kubernetes manifests into DIR")
     p.add_argument("--no-apply", action="store_true", help="only edit the state file")
     p.set_defaults(func=cmd_rollback)
 

@@ -83,6 +83,13 @@ class Kubernetes(_Strict):
     memory_limit: str = "1Gi"
 
 
+class Target(_Strict):
+    """Where the release workflow deploys: the serving host's self-hosted runner, or a GitOps controller."""
+
+    kind: Literal["local", "kubernetes-gitops"] = "local"
+    runner_label: str = Field(default="serving", pattern=r"^[A-Za-z0-9._-]+$")
+
+
 class DeploymentState(_Strict):
     """Both slots, the live colour, and the checks; see bentos/deployment.yaml for the meaning of each key."""
 
@@ -91,6 +98,7 @@ class DeploymentState(_Strict):
     proxy: Proxy = Field(default_factory=Proxy)
     checks: Checks = Field(default_factory=Checks)
     kubernetes: Kubernetes | None = None
+    target: Target = Field(default_factory=Target)
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentState:
