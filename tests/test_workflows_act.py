@@ -169,7 +169,7 @@ def release_project(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     return project
 
 
-@pytest.mark.slow
+@pytest.mark.proof  # the only proof that the release build runs for both deploy targets
 @pytest.mark.parametrize("release_project", ["local", "kubernetes-gitops"], indirect=True)
 def test_act_runs_the_release_build(release_project: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """`release` by hand, build job only (act has no approval gate): the deploy target, then a built bento."""
