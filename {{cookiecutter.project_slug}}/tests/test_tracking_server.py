@@ -8,9 +8,6 @@ twice: the first model is promoted, the retrain is judged against it by the `cha
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -21,19 +18,19 @@ import pytest
 import yaml
 from conftest import make_workspace, run
 
-from {{ cookiecutter.package_name }}.deploy.runtime import free_ports
+from {{ cookiecutter.package_name }}.deploy.runtime import Process, free_ports, spawn, stop
 
 FAST = [sys.executable, "tools/params.py", "debug=fast"]
 # A server start and two whole-pipeline runs: the slow tier.
 pytestmark = pytest.mark.slow
 
 
-def wait_healthy(uri: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> str:
+def wait_healthy(uri: str, process: Process, log: Path, timeout: float = 300) -> str:
     """`uri` once the server answers /health; fail with its log when it exits or never answers (a busy host is slow)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"mlflow server exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        if not process.alive():
+            raise AssertionError(f"mlflow server exited:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
                 if response.status == 200:
@@ -56,18 +53,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], st
         *("mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
         *("--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")),
     ]
-    with log.open("wb") as output:
-        # Its own session: the CLI starts uvicorn and a job runner, and all of them are stopped below.
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    # Its own session: the CLI starts uvicorn and a job runner, and `stop` ends all of them.
+    process = spawn(command, log)
     try:
         yield lambda: wait_healthy(f"http://127.0.0.1:{port}", process, log)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process, timeout_s=60)
 
 
 def report(workspace: Path, name: str) -> dict:
