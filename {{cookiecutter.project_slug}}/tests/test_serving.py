@@ -16,17 +16,16 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from conftest import PROJECT, run
 from pydantic import ValidationError
+from support.tiny import tiny_model
 
 from {{ cookiecutter.package_name }}.deploy.checks import wait_ready
 from {{ cookiecutter.package_name }}.deploy.runtime import free_ports
 from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate
 from {{ cookiecutter.package_name }}.release.package import request_body
 from {{ cookiecutter.package_name }}.serving.api import SERVE_FILE, Transaction, load_serve_settings, request_model, to_columns
-from {{ cookiecutter.package_name }}.training.artifact import ScoringModel, build_network
 from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
 
 ROW_CAP = 1000
@@ -126,14 +125,6 @@ def test_serving_imports_no_training_stack(tmp_path: Path, transactions: pd.Data
 
 
 # --- over HTTP, against `bentoml serve` of the service with a freshly built model ---------------------------
-
-
-def tiny_model(transactions: pd.DataFrame) -> ScoringModel:
-    torch.manual_seed(0)
-    preprocessor = Preprocessor.fit(transactions)
-    width = len(preprocessor.feature_names)
-    network = build_network(width, [16], 0.0).eval()
-    return ScoringModel(network, preprocessor, 0.5, {"in_features": width, "hidden_sizes": [16], "dropout": 0.0}, {})
 
 
 STORE_MODEL = (
