@@ -4,6 +4,7 @@
     python tools/monitor.py --logs DIR --days 1              # another log dir (default conf/serve's), window
     python tools/monitor.py --open-branch                    # on drift: a new data version on retrain/drift-<date>
     python tools/monitor.py --send-to http://127.0.0.1:3000 --rows 5000 --drift 0.5   # demo traffic
+    python tools/monitor.py --simulate logs/predictions --rows 5000 --drift 0.5      # ...without a server
 
 Writes reports/drift.json (the verdict, every feature's PSI and limit, the window and row counts)
 and reports/drift.html (one plot per drifted feature). Exit status: 0 no drift (or too little
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,24 +36,39 @@ from {{ cookiecutter.package_name }}.monitoring.drift import (
     score_frame,
     write_report,
 )
+from {{ cookiecutter.package_name }}.monitoring.predictions import PredictionLog
 from {{ cookiecutter.package_name }}.monitoring.report import html_report
 from {{ cookiecutter.package_name }}.release.package import request_body
+from {{ cookiecutter.package_name }}.serving.api import PredictionLogSettings, predict_rows, request_model
 
 DRIFT_EXIT = 3
 
 
-def send(url: str, rows: int, drift: float, seed: int, chunk: int) -> int:
-    """Score `rows` generated transactions (population shift `drift`) through the service, `chunk` per request."""
+def demo_requests(rows: int, drift: float, seed: int, chunk: int) -> list[dict[str, object]]:
+    """Request bodies of `rows` generated transactions (population shift `drift`), `chunk` rows each."""
+    frame = generate_transactions(rows, seed=seed, drift=drift, id_prefix="demo").drop(columns="is_fraud")
+    return [request_body(frame.iloc[start : start + chunk]) for start in range(0, rows, chunk)]
+
+
+def send(url: str, bodies: list[dict[str, object]]) -> None:
+    """Score the bodies through a running service (loopback only)."""
     from loadgen import require_loopback  # tools/ is on the path when this runs as a script
 
     require_loopback(url)
-    frame = generate_transactions(rows, seed=seed, drift=drift, id_prefix="demo").drop(columns="is_fraud")
     with httpx.Client(timeout=60) as client:
-        for start in range(0, rows, chunk):
-            response = client.post(f"{url.rstrip('/')}/predict", json=request_body(frame.iloc[start : start + chunk]))
-            response.raise_for_status()
-    print(f"sent {rows} rows (drift {drift}) to {url}")
-    return 0
+        for body in bodies:
+            client.post(f"{url.rstrip('/')}/predict", json=body).raise_for_status()
+
+
+def simulate(cfg: DictConfig, directory: Path, bodies: list[dict[str, object]]) -> None:
+    """Score the bodies with this checkout's model through the service's code path and its prediction log."""
+    from {{ cookiecutter.package_name }}.training.artifact import load_model
+
+    model, tag = load_model(cfg.paths.model), f"local:{cfg.paths.model}"
+    settings = PredictionLogSettings.model_validate({**cfg.serve.prediction_log, "dir": str(directory)})
+    hook, request = PredictionLog(settings, tag), request_model(cfg.serve.max_rows_per_request)
+    for body in bodies:
+        predict_rows(model, request.model_validate_json(json.dumps(body)).transactions, tag, hook)  # type: ignore[attr-defined]
 
 
 def open_branch(cfg: DictConfig, today: dt.date) -> str:
@@ -97,16 +114,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, help="window: the last N days (default: conf/monitor window_days)")
     parser.add_argument("--open-branch", action="store_true", help="on drift, commit a new data version on a branch")
     parser.add_argument("--send-to", metavar="URL", help="instead: send generated traffic to a local service")
-    parser.add_argument("--rows", type=int, default=5000, help="--send-to: rows to send (default 5000)")
-    parser.add_argument("--drift", type=float, default=0.0, help="--send-to: the generator's population shift")
-    parser.add_argument("--seed", type=int, default=7, help="--send-to: generator seed (default 7)")
-    parser.add_argument("--chunk", type=int, default=500, help="--send-to: rows per request (default 500)")
+    parser.add_argument("--simulate", metavar="DIR", type=Path, help="instead: log generated traffic to DIR, no server")
+    parser.add_argument("--rows", type=int, default=5000, help="demo traffic: rows (default 5000)")
+    parser.add_argument("--drift", type=float, default=0.0, help="demo traffic: the generator's population shift")
+    parser.add_argument("--seed", type=int, default=7, help="demo traffic: generator seed (default 7)")
+    parser.add_argument("--chunk", type=int, default=500, help="demo traffic: rows per request (default 500)")
     args = parser.parse_args(argv)
-    if args.send_to:
-        return send(args.send_to, args.rows, args.drift, args.seed, args.chunk)
-
     cfg = OmegaConf.load("params.yaml")
     assert isinstance(cfg, DictConfig)
+    if args.send_to or args.simulate:
+        bodies = demo_requests(args.rows, args.drift, args.seed, args.chunk)
+        send(args.send_to, bodies) if args.send_to else simulate(cfg, args.simulate, bodies)
+        print(f"scored {args.rows} generated rows (drift {args.drift}) via {args.send_to or 'the local model'}")
+        return 0
+
     logs = args.logs or Path(cfg.serve.prediction_log.dir)
     if not Path(cfg.paths.validated).exists():
         print(f"ERROR: {cfg.paths.validated} is missing: `dvc pull` (or `dvc repro validate`) first", file=sys.stderr)
