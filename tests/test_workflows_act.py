@@ -188,10 +188,12 @@ def test_act_runs_the_monitor_on_drifted_traffic(project_copy: Path, tmp_path: P
     logs = tmp_path / "logs"
     run([sys.executable, "tools/monitor.py", "--simulate", str(logs), "--rows", "3000", "--drift", "0.5"], cwd=project)
     pushed = set((remote / "files" / "md5").rglob("*"))
+    event = tmp_path / "workflow_dispatch.json"
+    payload = json.loads((project / ".github" / "events" / "workflow_dispatch.json").read_text(encoding="utf-8"))
+    event.write_text(json.dumps({**payload, "inputs": {"logs": str(logs), "days": ""}}), encoding="utf-8")
 
-    result = act(project, tmp_path / "act", "workflow_dispatch", "-e", ".github/events/workflow_dispatch.json",
-                 "-W", ".github/workflows/monitor.yml", "--input", f"logs={logs}", "-s", f"DVC_REMOTE_URL={remote}",
-                 timeout=1800)
+    result = act(project, tmp_path / "act", "workflow_dispatch", "-e", str(event),
+                 "-W", ".github/workflows/monitor.yml", "-s", f"DVC_REMOTE_URL={remote}", timeout=1800)
 
     assert_succeeded(result, ["drift check"])
     printed = "\n".join(step_output(result.stdout, "drift check"))

@@ -136,6 +136,9 @@ def test_the_monitor_judges_the_log_and_opens_a_data_version_branch_on_drift(wor
     pointer = "data/raw/transactions.parquet.dvc"
     before = (workspace / pointer).read_text()
 
+    nowhere = run([*monitor, "nowhere"], workspace, check=False)
+    assert nowhere.returncode == 2 and "no prediction log under nowhere" in nowhere.stderr
+
     calm = run([*monitor, "calm"], workspace, check=False)
     assert calm.returncode == 0, calm.stdout + calm.stderr
     report = json.loads((workspace / "reports" / "drift.json").read_text())

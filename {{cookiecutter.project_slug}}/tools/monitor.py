@@ -84,11 +84,10 @@ def open_branch(cfg: DictConfig, today: dt.date) -> str:
     return branch
 
 
-def check(cfg: DictConfig, logs: Path, days: float, now: dt.datetime) -> dict[str, object]:
+def check(cfg: DictConfig, files: list[Path], days: float, now: dt.datetime) -> dict[str, object]:
     settings = cfg.monitor
     limits = Limits(settings.psi_limit, settings.score_psi_limit, settings.bins, settings.min_rows)
     start = now - dt.timedelta(days=days)
-    files = log_files(logs)
     traffic = read_traffic(files, start, now)
     print(f"{len(traffic)} logged rows from {start:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC in {len(files)} files")
     reference = pd.read_parquet(cfg.paths.validated)
@@ -132,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(cfg.paths.validated).exists():
         print(f"ERROR: {cfg.paths.validated} is missing: `dvc pull` (or `dvc repro validate`) first", file=sys.stderr)
         return 2
+    files = log_files(logs)
+    if not files:  # a wrong path must not pass as "no drift" day after day
+        print(f"ERROR: no prediction log under {logs} (is the service logging there?)", file=sys.stderr)
+        return 2
     now = dt.datetime.now(dt.UTC)
-    report = check(cfg, logs, args.days if args.days is not None else cfg.monitor.window_days, now)
+    report = check(cfg, files, args.days if args.days is not None else cfg.monitor.window_days, now)
     if report["drift"]:
         flagged = [*report["flagged"], *(["score"] if report["score_drifted"] else [])]  # type: ignore[misc]
         print(f"DRIFT in {', '.join(flagged)}; wrote {cfg.monitor.report} and {cfg.monitor.html}")
