@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,7 @@ def served(
     log = scratch / "server.log"
     command = ["bentoml", "serve", "service:FraudDetector", "--host", "127.0.0.1", "--port", str(port)]
     server = serve(command, bento_dir, env, log, port)
-    yield {"url": next(server), "model": model, "log": log}
+    yield {"url": next(server), "model": model, "log": log, "bento": bento_dir}
     server.close()
 
 
@@ -190,6 +191,20 @@ def test_served_scores_equal_the_evaluation_predictions(served: dict[str, Any], 
         answers += response.json()["predictions"]
     assert [a["transaction_id"] for a in answers] == predictions["transaction_id"].tolist()
     np.testing.assert_allclose([a["fraud_probability"] for a in answers], predictions["score"], rtol=0, atol=1e-6)
+
+
+def test_the_served_model_logs_what_it_scored(served: dict[str, Any], golden: pd.DataFrame) -> None:
+    """The running service writes the scored rows to its prediction log (conf/serve's dir, from its working dir)."""
+    response = httpx.post(f"{served['url']}/predict", json=body(golden, 3), timeout=30)
+    assert response.status_code == 200, response.text
+    scores = [p["fraud_probability"] for p in response.json()["predictions"]]
+    files = served["bento"] / "logs" / "predictions" / "predictions" / "data"
+    deadline, lines = time.monotonic() + 15, []
+    while time.monotonic() < deadline and scores != [line["fraud_probability"] for line in lines[-3:]]:
+        time.sleep(0.1)
+        lines = [json.loads(text) for path in files.glob("data.*.log*") for text in path.read_text().splitlines()]
+    assert [line["fraud_probability"] for line in lines[-3:]] == scores, lines[-3:]
+    assert {line["model"] for line in lines} == {response.json()["model"]}
 
 
 def spoiled(golden: pd.DataFrame, field: str, value: Any, row: int = 0) -> bytes:
