@@ -78,7 +78,7 @@ def open_branch(cfg: DictConfig, today: dt.date) -> str:
         raise SystemExit("ERROR: changes are staged; the data-version commit must hold the new pointer only")
     subprocess.run(["git", "switch", "-c", branch], check=True)
     version = cfg.monitor.new_version
-    seed = int(today.strftime("%Y%m%d"))  # one new version a day, never a seed an earlier version used
+    seed = int(today.strftime("%Y%m%d"))  # a seed per day, apart from the small ones picked by hand
     command = ["--rows", str(version.rows), "--seed", str(seed), "--drift", str(version.drift), "--commit"]
     subprocess.run([sys.executable, str(Path(__file__).with_name("data_version.py")), *command], check=True)
     return branch
