@@ -24,7 +24,8 @@ from conftest import TEMPLATE, bake, layered_env, run
 WORKFLOW_SOURCES = sorted((TEMPLATE / "{{cookiecutter.project_slug}}" / ".github" / "workflows").glob("*.yml"))
 ACTION_SOURCES = sorted((TEMPLATE / "{{cookiecutter.project_slug}}" / ".github" / "actions").glob("*/action.yml"))
 JOBS = {("ci", "lint"), ("ci", "test"), ("ci", "slow-test"), ("retrain", "train"), ("retrain", "comment"),
-        ("release", "target"), ("release", "build"), ("release", "deploy"), ("release", "rollback")}
+        ("release", "target"), ("release", "build"), ("release", "deploy"), ("release", "rollback"),
+        ("monitor", "drift")}
 REPORT_MARKER = "<!-- retrain-report -->"
 
 
@@ -71,7 +72,7 @@ def step_output(log: str, job: str) -> list[str]:
 
 def test_workflow_sources_hold_no_jinja() -> None:
     """They are copied without rendering; a `{{ cookiecutter.* }}` there would reach users verbatim."""
-    assert {p.name for p in WORKFLOW_SOURCES} == {"ci.yml", "retrain.yml", "release.yml"}
+    assert {p.name for p in WORKFLOW_SOURCES} == {"ci.yml", "retrain.yml", "release.yml", "monitor.yml"}
     for path in [*WORKFLOW_SOURCES, *ACTION_SOURCES]:
         text = path.read_text(encoding="utf-8")
         assert "cookiecutter" not in text and "{%" not in text, path
@@ -190,6 +191,33 @@ def test_act_runs_the_release_build(release_project: Path, tmp_path: Path, reque
     tags = re.findall(r"::set-output:: bento_tag=(\S+)", result.stdout)
     assert tags, "the build job set no bento_tag output"
     assert list((tmp_path / "bentoml" / "bentos").glob(f"{tags[-1].split(':')[0]}/{tags[-1].split(':')[1]}"))
+
+
+@pytest.mark.slow
+def test_act_runs_the_monitor_on_drifted_traffic(project_copy: Path, tmp_path: Path) -> None:
+    """`monitor` by hand on a log of drifted traffic: the verdict, the data-version branch, its dvc push (no PR)."""
+    project = project_copy
+    remote = project.parent / f"{project.name}-dvc-remote"
+    run([sys.executable, "tools/params.py", "debug=fast"], cwd=project)
+    run([sys.executable, "-m", "dvc", "repro", "train"], cwd=project, timeout=1800)
+    run(["git", "commit", "-qam", "a fast model"], cwd=project)  # main, as retrain leaves it
+    run([sys.executable, "-m", "dvc", "push", "-q"], cwd=project)
+    logs = tmp_path / "logs"
+    run([sys.executable, "tools/monitor.py", "--simulate", str(logs), "--rows", "3000", "--drift", "0.5"], cwd=project)
+    pushed = set((remote / "files" / "md5").rglob("*"))
+    event = tmp_path / "workflow_dispatch.json"
+    payload = json.loads((project / ".github" / "events" / "workflow_dispatch.json").read_text(encoding="utf-8"))
+    event.write_text(json.dumps({**payload, "inputs": {"logs": str(logs), "days": ""}}), encoding="utf-8")
+
+    result = act(project, tmp_path / "act", "workflow_dispatch", "-e", str(event),
+                 "-W", ".github/workflows/monitor.yml", "-s", f"DVC_REMOTE_URL={remote}", timeout=1800)
+
+    assert_succeeded(result, ["drift check"])
+    printed = "\n".join(step_output(result.stdout, "drift check"))
+    assert "DRIFT in" in printed and "committed a new data version on retrain/drift-" in printed, printed[-3000:]
+    assert "| amount |" in printed and "**yes**" in printed, "no drift summary"
+    assert set((remote / "files" / "md5").rglob("*")) > pushed, "the new data version did not reach the DVC remote"
+    assert "gh pr create" not in result.stdout, "the PR step ran under act"
 
 
 def git_sha(project: Path, rev: str) -> str:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,16 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from conftest import PROJECT, run
 from pydantic import ValidationError
+from support.tiny import tiny_model
 
 from {{ cookiecutter.package_name }}.deploy.checks import wait_ready
 from {{ cookiecutter.package_name }}.deploy.runtime import free_ports
 from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate
 from {{ cookiecutter.package_name }}.release.package import request_body
 from {{ cookiecutter.package_name }}.serving.api import SERVE_FILE, Transaction, load_serve_settings, request_model, to_columns
-from {{ cookiecutter.package_name }}.training.artifact import ScoringModel, build_network
 from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
 
 ROW_CAP = 1000
@@ -128,14 +128,6 @@ def test_serving_imports_no_training_stack(tmp_path: Path, transactions: pd.Data
 # --- over HTTP, against `bentoml serve` of the service with a freshly built model ---------------------------
 
 
-def tiny_model(transactions: pd.DataFrame) -> ScoringModel:
-    torch.manual_seed(0)
-    preprocessor = Preprocessor.fit(transactions)
-    width = len(preprocessor.feature_names)
-    network = build_network(width, [16], 0.0).eval()
-    return ScoringModel(network, preprocessor, 0.5, {"in_features": width, "hidden_sizes": [16], "dropout": 0.0}, {})
-
-
 STORE_MODEL = (
     "import json, sys; from pathlib import Path\n"
     "from {{ cookiecutter.package_name }}.release.package import save_bento_model\n"
@@ -181,7 +173,7 @@ def served(
     log = scratch / "server.log"
     command = ["bentoml", "serve", "service:FraudDetector", "--host", "127.0.0.1", "--port", str(port)]
     server = serve(command, bento_dir, env, log, port)
-    yield {"url": next(server), "model": model, "log": log}
+    yield {"url": next(server), "model": model, "log": log, "bento": bento_dir}
     server.close()
 
 
@@ -199,6 +191,20 @@ def test_served_scores_equal_the_evaluation_predictions(served: dict[str, Any], 
         answers += response.json()["predictions"]
     assert [a["transaction_id"] for a in answers] == predictions["transaction_id"].tolist()
     np.testing.assert_allclose([a["fraud_probability"] for a in answers], predictions["score"], rtol=0, atol=1e-6)
+
+
+def test_the_served_model_logs_what_it_scored(served: dict[str, Any], golden: pd.DataFrame) -> None:
+    """The running service writes the scored rows to its prediction log (conf/serve's dir, from its working dir)."""
+    response = httpx.post(f"{served['url']}/predict", json=body(golden, 3), timeout=30)
+    assert response.status_code == 200, response.text
+    scores = [p["fraud_probability"] for p in response.json()["predictions"]]
+    files = served["bento"] / "logs" / "predictions" / "predictions" / "data"
+    deadline, lines = time.monotonic() + 15, []
+    while time.monotonic() < deadline and scores != [line["fraud_probability"] for line in lines[-3:]]:
+        time.sleep(0.1)
+        lines = [json.loads(text) for path in files.glob("data.*.log*") for text in path.read_text().splitlines()]
+    assert [line["fraud_probability"] for line in lines[-3:]] == scores, lines[-3:]
+    assert {line["model"] for line in lines} == {response.json()["model"]}
 
 
 def spoiled(golden: pd.DataFrame, field: str, value: Any, row: int = 0) -> bytes:

@@ -412,3 +412,15 @@ def test_the_tracking_server_is_set_once_for_every_job(name: str) -> None:
     for job_name, job in workflow["jobs"].items():
         for scope in [job, *job.get("steps", [])]:
             assert "MLFLOW_TRACKING_URI" not in (scope.get("env") or {}), f"{name}: {job_name}"
+
+
+def test_monitor_runs_daily_and_opens_its_pr_only_outside_act() -> None:
+    """The drift check and its branch commit run everywhere (act included); pushing and the PR need GitHub."""
+    assert {"schedule", "workflow_dispatch"} <= set(triggers("monitor.yml"))
+    steps = load(WORKFLOWS / "monitor.yml")["jobs"]["drift"]["steps"]
+    check = next(step for step in steps if "tools/monitor.py" in step.get("run", ""))
+    assert "--open-branch" in check["run"] and "if" not in check
+    opens = next(step for step in steps if "gh pr create" in step.get("run", ""))
+    assert NOT_UNDER_ACT.search(opens["if"]) and "steps.monitor.outputs.drift == 'true'" in opens["if"]
+    push = next(step for step in steps if step.get("run", "").strip() == "dvc push")
+    assert "!env.ACT" not in push["if"], "the new data version reaches the DVC remote under act too"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -34,6 +34,13 @@ SERVE_FILE = "serve.json"  # conf/serve plus the model tag, written into the ben
 MAX_STRING_LENGTH = 256
 
 
+class PredictionLogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    enabled: bool
+    dir: str = Field(min_length=1)
+    keep_days: int = Field(ge=1)
+
+
 class ServeSettings(BaseModel):
     """What the service needs to start: every key is required, none has a default here (conf/serve is the source)."""
 
@@ -49,6 +56,7 @@ class ServeSettings(BaseModel):
     max_concurrency: int = Field(ge=1)
     timeout_s: int = Field(ge=1)
     tracing_excluded_urls: list[str]
+    prediction_log: PredictionLogSettings
 
 
 def load_serve_settings(path: Path) -> ServeSettings:
@@ -186,19 +194,27 @@ class PredictResponse(BaseModel):
     model: str
 
 
-def score_rows(model: ScoringModel, rows: Sequence[Any]) -> list[Prediction]:
+# Called with the request's columns and scores once they are known (the prediction log).
+ScoreHook = Callable[[dict[str, np.ndarray], np.ndarray], None]
+
+
+def score_rows(model: ScoringModel, rows: Sequence[Any], on_scored: ScoreHook | None = None) -> list[Prediction]:
     """Validated rows -> predictions: the one place that turns scores into what clients see."""
     columns = to_columns(rows)
     probabilities = model.predict_proba_columns(columns)
+    if on_scored is not None:
+        on_scored(columns, probabilities)
     return [
         Prediction.model_construct(transaction_id=tid, fraud_probability=float(p), is_fraud=bool(p >= model.threshold))
         for tid, p in zip(columns[ID_COLUMN].tolist(), probabilities.tolist(), strict=True)
     ]
 
 
-def predict_rows(model: ScoringModel, rows: Sequence[Any], model_tag: str) -> PredictResponse:
+def predict_rows(
+    model: ScoringModel, rows: Sequence[Any], model_tag: str, on_scored: ScoreHook | None = None
+) -> PredictResponse:
     """The /predict response for validated rows."""
-    return PredictResponse.model_construct(predictions=score_rows(model, rows), model=model_tag)
+    return PredictResponse.model_construct(predictions=score_rows(model, rows, on_scored), model=model_tag)
 
 
 def score_body(model: ScoringModel, body: bytes | str | dict[str, Any], model_tag: str) -> PredictResponse:

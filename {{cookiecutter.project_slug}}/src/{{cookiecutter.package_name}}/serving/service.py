@@ -22,6 +22,7 @@ from .api import (
     SERVICE_NAME,
     Prediction,
     PredictResponse,
+    ScoreHook,
     ServeSettings,
     load_serve_settings,
     predict_rows,
@@ -142,6 +143,15 @@ def load_for_serving(path: str, torch_threads: int) -> ScoringModel:
     return load_model(path)
 
 
+def prediction_log(settings: ServeSettings, model_tag: str) -> ScoreHook | None:
+    """The hook that logs scored rows, or None when conf/serve turns the log off."""
+    if not settings.prediction_log.enabled:
+        return None
+    from ..monitoring.predictions import PredictionLog
+
+    return PredictionLog(settings.prediction_log, model_tag)
+
+
 def build_service(settings_path: Path) -> Any:
     """The service class for the settings at `settings_path` (the bento's serve.json)."""
     settings = load_serve_settings(settings_path)
@@ -168,9 +178,12 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
             logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorLog())
             self.model = load_for_serving(self.model_ref.path_of(MODEL_FILE), settings.torch_threads)
             self.tag = str(self.model_ref.tag)
+            self.log: ScoreHook | None = None
             example = Path(self.model_ref.path_of(EXAMPLE_FILE)).read_bytes()
             # Warm-up through the request path; /readyz waits for it to succeed.
             self.predict(request.model_validate_json(example).transactions)
+            # After the warm-up: the log holds served traffic only.
+            self.log = prediction_log(settings, self.tag)
             self.ready = True
 
         def __is_ready__(self) -> bool:
@@ -179,7 +192,7 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
         @bentoml.api(route="/predict", input_spec=request)
         def predict(self, transactions: list[Any]) -> PredictResponse:
             """Score 1..max_rows_per_request transactions in one request."""
-            return predict_rows(self.model, transactions, self.tag)
+            return predict_rows(self.model, transactions, self.tag, self.log)
 
         @bentoml.api(
             route="/predict_batched",
@@ -194,7 +207,7 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
             Each request is validated on its own before it joins a batch, so a bad row fails only
             its own request and the batch holds valid rows only.
             """
-            return score_rows(self.model, transactions)
+            return score_rows(self.model, transactions, self.log)
 
     service: Any = FraudDetector  # a bentoml Service at run time, whatever the decorator's types say
     service.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)

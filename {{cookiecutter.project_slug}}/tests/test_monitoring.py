@@ -1,0 +1,161 @@
+"""Closing the loop: the prediction log, drift of logged traffic, and the data-version branch drift opens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import PROJECT, run
+from support.tiny import tiny_model
+
+from {{ cookiecutter.package_name }}.data import generate_transactions
+from {{ cookiecutter.package_name }}.data.schema import ID_COLUMN, LABEL_COLUMN
+from {{ cookiecutter.package_name }}.monitoring.drift import Limits, drift_report, score_frame
+from {{ cookiecutter.package_name }}.monitoring.predictions import (
+    FEATURE_COLUMNS,
+    MODEL_COLUMN,
+    SCORE_COLUMN,
+    TIME_COLUMN,
+    PredictionLog,
+)
+from {{ cookiecutter.package_name }}.release.package import request_body
+from {{ cookiecutter.package_name }}.serving.api import PredictionLogSettings, ServeSettings, predict_rows, request_model
+from {{ cookiecutter.package_name }}.serving.service import prediction_log
+
+CONF = yaml.safe_load((PROJECT / "conf" / "monitor" / "default.yaml").read_text(encoding="utf-8"))
+LIMITS = Limits(CONF["psi_limit"], CONF["score_psi_limit"], CONF["bins"], CONF["min_rows"])
+# What the generator's `drift` knob moves (amount, merchant mix, velocity) and what it leaves alone.
+SHIFTED = {"amount", "merchant_category", "txn_count_1h"}
+UNMOVED = {"card_country", "account_age_days", "event_hour"}
+IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "t@example.com"}
+IDENTITY |= {"GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+@pytest.fixture(scope="module")
+def reference() -> pd.DataFrame:
+    return generate_transactions(20_000, seed=1)
+
+
+def traffic(drift: float, rows: int = 3000) -> pd.DataFrame:
+    return generate_transactions(rows, seed=5, drift=drift).drop(columns=[LABEL_COLUMN])
+
+
+def test_unchanged_traffic_is_not_flagged(reference: pd.DataFrame) -> None:
+    model = tiny_model(reference)
+    live = traffic(0.0).assign(**{SCORE_COLUMN: score_frame(model, traffic(0.0))})
+    report = drift_report(reference, live, LIMITS, score_frame(model, reference))
+    assert report["enough_rows"] and not report["drift"], report
+    assert report["flagged"] == [] and report["score"] is not None and not report["score"]["drifted"]
+    assert all(found["value"] < found["limit"] for found in report["features"].values())
+
+
+def test_drifted_traffic_flags_the_shifted_features(reference: pd.DataFrame) -> None:
+    model = tiny_model(reference)
+    live = traffic(0.5).assign(**{SCORE_COLUMN: score_frame(model, traffic(0.5))})
+    report = drift_report(reference, live, LIMITS, score_frame(model, reference))
+    assert report["drift"], report
+    assert set(report["flagged"]) >= SHIFTED and not UNMOVED & set(report["flagged"]), report["flagged"]
+    for name in report["flagged"]:
+        assert report["features"][name]["value"] > report["features"][name]["limit"] == CONF["psi_limit"]
+
+
+def test_too_little_traffic_gives_no_verdict(reference: pd.DataFrame) -> None:
+    report = drift_report(reference, traffic(1.0, rows=CONF["min_rows"] - 1), LIMITS)
+    assert not report["enough_rows"] and not report["drift"] and report["features"] == {}
+
+
+def read_lines(directory: Path, expected: int, timeout: float = 15.0) -> list[dict[str, object]]:
+    """The log's lines once the writer thread has written `expected` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [
+            json.loads(line) for path in directory.glob("*/data/data.*.log*") for line in path.read_text().splitlines()
+        ]
+        if len(lines) >= expected or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_the_log_holds_inputs_score_model_and_time_only(tmp_path: Path, reference: pd.DataFrame) -> None:
+    """Scored through the service's code path (`predict_rows` with its hook): one line per row, nothing more."""
+    model = tiny_model(reference)
+    rows = request_model(100).model_validate_json(json.dumps(request_body(traffic(0.0, rows=40)))).transactions
+    hook = PredictionLog(PredictionLogSettings(enabled=True, dir=str(tmp_path), keep_days=1), "card:v7", "test-log")
+    before = dt.datetime.now(dt.UTC)
+    answer = predict_rows(model, rows, "card:v7", hook)
+    lines = read_lines(tmp_path, 40)
+    assert len(lines) == 40
+    sent = traffic(0.0, rows=40)
+    for line, row, prediction in zip(lines, sent.to_dict("records"), answer.predictions, strict=True):
+        assert set(line) == {*FEATURE_COLUMNS, SCORE_COLUMN, MODEL_COLUMN, TIME_COLUMN}
+        assert line[SCORE_COLUMN] == prediction.fraud_probability and line[MODEL_COLUMN] == "card:v7"
+        assert before <= dt.datetime.fromisoformat(str(line[TIME_COLUMN])) <= dt.datetime.now(dt.UTC)
+        assert {k: line[k] for k in FEATURE_COLUMNS if k != "event_time"} == {
+            k: row[k] for k in FEATURE_COLUMNS if k != "event_time"
+        }
+        assert pd.Timestamp(str(line["event_time"])) == row["event_time"]
+    text = "".join(path.read_text() for path in tmp_path.glob("*/data/data.*.log*"))
+    assert not any(tid in text for tid in sent[ID_COLUMN]), "a transaction id reached the log"
+
+
+def test_the_serve_config_turns_the_log_on_and_off() -> None:
+    settings = yaml.safe_load((PROJECT / "conf" / "serve" / "default.yaml").read_text(encoding="utf-8"))
+    on = ServeSettings.model_validate({**settings, "model_tag": "m:1"})
+    assert on.prediction_log.enabled, "the committed serve config logs predictions"
+    assert isinstance(prediction_log(on, "m:1"), PredictionLog)
+    off = on.model_copy(update={"prediction_log": on.prediction_log.model_copy(update={"enabled": False})})
+    assert prediction_log(off, "m:1") is None
+
+
+def log_traffic(workspace: Path, directory: str, drift: float) -> None:
+    """Generated traffic scored by the workspace's model and logged as the service logs it."""
+    rows = str(CONF["min_rows"] + 500)
+    run([sys.executable, "tools/monitor.py", "--simulate", directory, "--rows", rows, "--drift", str(drift)], workspace)
+    assert len(read_lines(workspace / directory, int(rows), timeout=0)) == int(rows)
+
+
+def git(workspace: Path, *args: str) -> str:
+    return run(["git", *args], workspace).stdout.strip()
+
+
+@pytest.mark.slow  # a project copy with DVC, validation and three tool runs: over a minute on two shared cores
+def test_the_monitor_judges_the_log_and_opens_a_data_version_branch_on_drift(workspace: Path) -> None:
+    run([sys.executable, "-m", "dvc", "repro", "-q", "validate"], workspace)
+    run(["git", "commit", "-qm", "validate"], workspace, env=IDENTITY)
+    validated = pd.read_parquet(workspace / "data" / "validated" / "train.parquet")
+    tiny_model(validated).save(workspace / "models" / "model.pt")
+    log_traffic(workspace, "calm", 0.0)
+    log_traffic(workspace, "shifted", 0.5)
+    monitor = [sys.executable, "tools/monitor.py", "--open-branch", "--logs"]
+    pointer = "data/raw/transactions.parquet.dvc"
+    before = (workspace / pointer).read_text()
+
+    nowhere = run([*monitor, "nowhere"], workspace, check=False)
+    assert nowhere.returncode == 2 and "no prediction log under nowhere" in nowhere.stderr
+
+    calm = run([*monitor, "calm"], workspace, check=False)
+    assert calm.returncode == 0, calm.stdout + calm.stderr
+    report = json.loads((workspace / "reports" / "drift.json").read_text())
+    assert not report["drift"] and report["rows"] == CONF["min_rows"] + 500
+    assert git(workspace, "branch", "--show-current") == "main"
+
+    shifted = run([*monitor, "shifted"], workspace, check=False, env=IDENTITY)
+    assert shifted.returncode == 3, shifted.stdout + shifted.stderr
+    report = json.loads((workspace / "reports" / "drift.json").read_text())
+    assert report["drift"] and set(report["flagged"]) >= SHIFTED, report
+    assert {"start", "end"} <= set(report["window"]) and report["score"]["limit"] == CONF["score_psi_limit"]
+    page = (workspace / "reports" / "drift.html").read_text()
+    assert page.count("<img ") == len(report["flagged"]) + report["score_drifted"]
+    assert all(f"<h3>{name}</h3>" in page for name in report["flagged"])
+
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    assert git(workspace, "branch", "--show-current") == f"retrain/drift-{today}"
+    assert git(workspace, "diff", "--name-only", "main", "HEAD").splitlines() == [pointer]
+    assert (workspace / pointer).read_text() != before
+    assert "drift=0.5" in git(workspace, "log", "-1", "--format=%s")

@@ -1,0 +1,152 @@
+"""Drift monitor: the served model's logged traffic against the data it was trained on.
+
+    python tools/monitor.py                                  # judge the last window_days of the log
+    python tools/monitor.py --logs DIR --days 1              # another log dir (default conf/serve's), window
+    python tools/monitor.py --open-branch                    # on drift: a new data version on retrain/drift-<date>
+    python tools/monitor.py --send-to http://127.0.0.1:3000 --rows 5000 --drift 0.5   # demo traffic
+    python tools/monitor.py --simulate logs/predictions --rows 5000 --drift 0.5      # ...without a server
+
+Writes reports/drift.json (the verdict, every feature's PSI and limit, the window and row counts)
+and reports/drift.html (one plot per drifted feature). Exit status: 0 no drift (or too little
+traffic for a verdict), 3 drift, 1 or 2 the monitor could not run. Limits: conf/monitor.
+
+The reference is the training data and model of this checkout (paths.validated and paths.model
+as dvc.lock pins them; `dvc pull` first): run it on the commit whose model is live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from {{ cookiecutter.package_name }}.data import generate_transactions
+from {{ cookiecutter.package_name }}.monitoring.drift import (
+    Limits,
+    drift_report,
+    log_files,
+    read_traffic,
+    score_frame,
+    write_report,
+)
+from {{ cookiecutter.package_name }}.monitoring.predictions import PredictionLog
+from {{ cookiecutter.package_name }}.monitoring.report import html_report
+from {{ cookiecutter.package_name }}.release.package import request_body
+from {{ cookiecutter.package_name }}.serving.api import PredictionLogSettings, predict_rows, request_model
+
+DRIFT_EXIT = 3
+
+
+def demo_requests(rows: int, drift: float, seed: int, chunk: int) -> list[dict[str, object]]:
+    """Request bodies of `rows` generated transactions (population shift `drift`), `chunk` rows each."""
+    frame = generate_transactions(rows, seed=seed, drift=drift, id_prefix="demo").drop(columns="is_fraud")
+    return [request_body(frame.iloc[start : start + chunk]) for start in range(0, rows, chunk)]
+
+
+def send(url: str, bodies: list[dict[str, object]]) -> None:
+    """Score the bodies through a running service (loopback only)."""
+    from loadgen import require_loopback  # tools/ is on the path when this runs as a script
+
+    require_loopback(url)
+    with httpx.Client(timeout=60) as client:
+        for body in bodies:
+            client.post(f"{url.rstrip('/')}/predict", json=body).raise_for_status()
+
+
+def simulate(cfg: DictConfig, directory: Path, bodies: list[dict[str, object]]) -> None:
+    """Score the bodies with this checkout's model through the service's code path and its prediction log."""
+    from {{ cookiecutter.package_name }}.training.artifact import load_model
+
+    model, tag = load_model(cfg.paths.model), f"local:{cfg.paths.model}"
+    settings = PredictionLogSettings.model_validate({**cfg.serve.prediction_log, "dir": str(directory)})
+    hook, request = PredictionLog(settings, tag), request_model(cfg.serve.max_rows_per_request)
+    for body in bodies:
+        predict_rows(model, request.model_validate_json(json.dumps(body)).transactions, tag, hook)  # type: ignore[attr-defined]
+
+
+def open_branch(cfg: DictConfig, today: dt.date) -> str:
+    """A new data version (tools/data_version.py) committed on a new branch; the branch name."""
+    branch = f"retrain/drift-{today.isoformat()}"
+    if subprocess.run(["git", "diff", "--cached", "--quiet"]).returncode != 0:
+        raise SystemExit("ERROR: changes are staged; the data-version commit must hold the new pointer only")
+    subprocess.run(["git", "switch", "-c", branch], check=True)
+    version = cfg.monitor.new_version
+    seed = int(today.strftime("%Y%m%d"))  # a seed per day, apart from the small ones picked by hand
+    command = ["--rows", str(version.rows), "--seed", str(seed), "--drift", str(version.drift), "--commit"]
+    subprocess.run([sys.executable, str(Path(__file__).with_name("data_version.py")), *command], check=True)
+    return branch
+
+
+def check(cfg: DictConfig, files: list[Path], days: float, now: dt.datetime) -> dict[str, object]:
+    settings = cfg.monitor
+    limits = Limits(settings.psi_limit, settings.score_psi_limit, settings.bins, settings.min_rows)
+    start = now - dt.timedelta(days=days)
+    traffic = read_traffic(files, start, now)
+    print(f"{len(traffic)} logged rows from {start:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC in {len(files)} files")
+    reference = pd.read_parquet(cfg.paths.validated)
+    if len(reference) > settings.reference_rows:
+        reference = reference.sample(settings.reference_rows, random_state=cfg.seed)
+    reference_scores = None
+    if Path(cfg.paths.model).exists():
+        from {{ cookiecutter.package_name }}.training.artifact import load_model
+
+        reference_scores = score_frame(load_model(cfg.paths.model), reference)
+    else:
+        print(f"no model at {cfg.paths.model}: the score's drift is not judged (`dvc pull` it)")
+    report = drift_report(reference, traffic, limits, reference_scores, (start, now))
+    write_report(report, Path(settings.report))
+    page = html_report(report, reference, traffic, limits.bins, reference_scores)
+    Path(settings.html).write_text(page, encoding="utf-8")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--logs", type=Path, help="prediction log dir (default: conf/serve prediction_log.dir)")
+    parser.add_argument("--days", type=float, help="window: the last N days (default: conf/monitor window_days)")
+    parser.add_argument("--open-branch", action="store_true", help="on drift, commit a new data version on a branch")
+    parser.add_argument("--send-to", metavar="URL", help="instead: send generated traffic to a local service")
+    parser.add_argument("--simulate", metavar="DIR", type=Path, help="instead: log generated traffic to DIR, no server")
+    parser.add_argument("--rows", type=int, default=5000, help="demo traffic: rows (default 5000)")
+    parser.add_argument("--drift", type=float, default=0.0, help="demo traffic: the generator's population shift")
+    parser.add_argument("--seed", type=int, default=7, help="demo traffic: generator seed (default 7)")
+    parser.add_argument("--chunk", type=int, default=500, help="demo traffic: rows per request (default 500)")
+    args = parser.parse_args(argv)
+    cfg = OmegaConf.load("params.yaml")
+    assert isinstance(cfg, DictConfig)
+    if args.send_to or args.simulate:
+        bodies = demo_requests(args.rows, args.drift, args.seed, args.chunk)
+        send(args.send_to, bodies) if args.send_to else simulate(cfg, args.simulate, bodies)
+        print(f"scored {args.rows} generated rows (drift {args.drift}) via {args.send_to or 'the local model'}")
+        return 0
+
+    logs = args.logs or Path(cfg.serve.prediction_log.dir)
+    if not Path(cfg.paths.validated).exists():
+        print(f"ERROR: {cfg.paths.validated} is missing: `dvc pull` (or `dvc repro validate`) first", file=sys.stderr)
+        return 2
+    files = log_files(logs)
+    if not files:  # a wrong path must not pass as "no drift" day after day
+        print(f"ERROR: no prediction log under {logs} (is the service logging there?)", file=sys.stderr)
+        return 2
+    now = dt.datetime.now(dt.UTC)
+    report = check(cfg, files, args.days if args.days is not None else cfg.monitor.window_days, now)
+    if report["drift"]:
+        flagged = [*report["flagged"], *(["score"] if report["score_drifted"] else [])]  # type: ignore[misc]
+        print(f"DRIFT in {', '.join(flagged)}; wrote {cfg.monitor.report} and {cfg.monitor.html}")
+        if args.open_branch:
+            print(f"committed a new data version on {open_branch(cfg, now.date())}")
+        return DRIFT_EXIT
+    verdict = "no drift" if report["enough_rows"] else f"no verdict (fewer than {cfg.monitor.min_rows} rows)"
+    print(f"{verdict}; wrote {cfg.monitor.report} and {cfg.monitor.html}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
