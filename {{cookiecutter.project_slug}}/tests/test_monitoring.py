@@ -16,7 +16,7 @@ from support.tiny import tiny_model
 
 from {{ cookiecutter.package_name }}.data import generate_transactions
 from {{ cookiecutter.package_name }}.data.schema import ID_COLUMN, LABEL_COLUMN
-from {{ cookiecutter.package_name }}.monitoring.drift import Limits, drift_report, score_frame
+from {{ cookiecutter.package_name }}.monitoring.drift import Limits, drift_report
 from {{ cookiecutter.package_name }}.monitoring.predictions import (
     FEATURE_COLUMNS,
     MODEL_COLUMN,
@@ -48,8 +48,8 @@ def traffic(drift: float, rows: int = 3000) -> pd.DataFrame:
 
 def test_unchanged_traffic_is_not_flagged(reference: pd.DataFrame) -> None:
     model = tiny_model(reference)
-    live = traffic(0.0).assign(**{SCORE_COLUMN: score_frame(model, traffic(0.0))})
-    report = drift_report(reference, live, LIMITS, score_frame(model, reference))
+    live = traffic(0.0).assign(**{SCORE_COLUMN: model.predict_proba(traffic(0.0))})
+    report = drift_report(reference, live, LIMITS, model.predict_proba(reference))
     assert report["enough_rows"] and not report["drift"], report
     assert report["flagged"] == [] and report["score"] is not None and not report["score"]["drifted"]
     assert all(found["value"] < found["limit"] for found in report["features"].values())
@@ -57,8 +57,8 @@ def test_unchanged_traffic_is_not_flagged(reference: pd.DataFrame) -> None:
 
 def test_drifted_traffic_flags_the_shifted_features(reference: pd.DataFrame) -> None:
     model = tiny_model(reference)
-    live = traffic(0.5).assign(**{SCORE_COLUMN: score_frame(model, traffic(0.5))})
-    report = drift_report(reference, live, LIMITS, score_frame(model, reference))
+    live = traffic(0.5).assign(**{SCORE_COLUMN: model.predict_proba(traffic(0.5))})
+    report = drift_report(reference, live, LIMITS, model.predict_proba(reference))
     assert report["drift"], report
     assert set(report["flagged"]) >= SHIFTED and not UNMOVED & set(report["flagged"]), report["flagged"]
     for name in report["flagged"]:

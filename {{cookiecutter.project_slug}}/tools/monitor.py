@@ -33,13 +33,12 @@ from {{ cookiecutter.package_name }}.monitoring.drift import (
     drift_report,
     log_files,
     read_traffic,
-    score_frame,
-    write_report,
 )
 from {{ cookiecutter.package_name }}.monitoring.predictions import PredictionLog
 from {{ cookiecutter.package_name }}.monitoring.report import html_report
 from {{ cookiecutter.package_name }}.release.package import request_body
 from {{ cookiecutter.package_name }}.serving.api import PredictionLogSettings, predict_rows, request_model
+from {{ cookiecutter.package_name }}.stage import write_atomically, write_json
 
 DRIFT_EXIT = 3
 
@@ -97,13 +96,12 @@ def check(cfg: DictConfig, files: list[Path], days: float, now: dt.datetime) -> 
     if Path(cfg.paths.model).exists():
         from {{ cookiecutter.package_name }}.training.artifact import load_model
 
-        reference_scores = score_frame(load_model(cfg.paths.model), reference)
+        reference_scores = load_model(cfg.paths.model).predict_proba(reference)
     else:
         print(f"no model at {cfg.paths.model}: the score's drift is not judged (`dvc pull` it)")
     report = drift_report(reference, traffic, limits, reference_scores, (start, now))
-    write_report(report, Path(settings.report))
-    page = html_report(report, reference, traffic, limits.bins, reference_scores)
-    Path(settings.html).write_text(page, encoding="utf-8")
+    write_json(Path(settings.report), report)
+    write_atomically(Path(settings.html), html_report(report, reference, traffic, limits.bins, reference_scores))
     return report
 
 

@@ -10,11 +10,10 @@ vectorised over whole columns.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,9 +22,6 @@ from ..data.schema import TIME_COLUMN
 from ..serving.api import COLUMN_TYPES
 from .predictions import FEATURE_COLUMNS, LOG_GLOB, SCORE_COLUMN
 from .predictions import TIME_COLUMN as LOGGED_AT
-
-if TYPE_CHECKING:
-    from ..training.artifact import ScoringModel
 
 HOUR_FEATURE = "event_hour"
 EPSILON = 1e-4  # floor for an empty bin's share: ln(0) would make any unseen value infinite drift
@@ -98,12 +94,6 @@ def feature_drift(reference: pd.DataFrame, traffic: pd.DataFrame, limits: Limits
     return result
 
 
-def score_frame(model: ScoringModel, frame: pd.DataFrame) -> np.ndarray:
-    """The model's scores for rows of the schema's columns, as the service computes them."""
-    columns = {name: frame[name].to_numpy(dtype=kind) for name, kind in COLUMN_TYPES.items() if name in frame}
-    return np.asarray(model.predict_proba_columns(columns), dtype=float)
-
-
 def drift_report(
     reference: pd.DataFrame,
     traffic: pd.DataFrame,
@@ -145,8 +135,3 @@ def read_traffic(files: Iterable[Path], start: dt.datetime, end: dt.datetime) ->
     traffic = pd.concat(frames, ignore_index=True)
     logged = pd.to_datetime(traffic[LOGGED_AT], utc=True, format="ISO8601")
     return traffic[(logged >= start) & (logged < end)].reset_index(drop=True)
-
-
-def write_report(report: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
