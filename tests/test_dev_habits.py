@@ -26,7 +26,7 @@ from conftest import bake, layered_env, run
 
 PROJECT_PYTHON: dict[Path, Path] = {}
 TARGETS = ("setup", "test", "lint", "params", "repro", "data", "serve", "rollout", "rollback", "deploy-status",
-           "ci-local")
+           "ci-local", "monitor")
 
 
 # mypy's cache of the third-party packages (torch, lightning, ...) outlives one bake: a cold run costs a
