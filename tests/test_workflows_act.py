@@ -108,14 +108,9 @@ def test_baked_workflows_match_the_schema_and_act_lists_every_job(tmp_path: Path
 # -- real runs -------------------------------------------------------------------------------------
 
 
-def test_act_runs_ci_lint(project_copy: Path, tmp_path: Path) -> None:
-    """`ci`'s pre-commit job on a pull request: every hook, offline, as GitHub would run it."""
-    result = act(project_copy, tmp_path / "act", "pull_request", "-e", ".github/events/pull_request.json",
-                 "-W", ".github/workflows/ci.yml", "-j", "lint")
-    assert_succeeded(result, ["pre-commit"])
-
-
-@pytest.mark.slow
+# The proof tier (.ci/run) runs every job act can run. The project's slow tier runs here, under act, as
+# its `slow tests` job: this is its proof in .ci/run (tests/test_baked_project.py runs it directly, slow tier).
+@pytest.mark.proof
 def test_act_runs_all_of_ci(project_copy: Path, tmp_path: Path) -> None:
     """The whole `ci` workflow: pre-commit, the fast tier (notebook included) and the slow tier (real bentos, nginx)."""
     remote = project_copy.parent / f"{project_copy.name}-dvc-remote"
@@ -130,6 +125,7 @@ def test_act_runs_all_of_ci(project_copy: Path, tmp_path: Path) -> None:
     assert not any(re.search(r"\d+ skipped", line) for line in slow_job), "a proof in the slow tier was skipped"
 
 
+@pytest.mark.proof
 def test_act_runs_retrain_on_a_data_version_pull_request(project_copy: Path, tmp_path: Path) -> None:
     """A PR that commits a new data version: dvc pull from the remote, dvc repro (fast config), the report."""
     project = project_copy
@@ -193,7 +189,7 @@ def test_act_runs_the_release_build(release_project: Path, tmp_path: Path, reque
     assert list((tmp_path / "bentoml" / "bentos").glob(f"{tags[-1].split(':')[0]}/{tags[-1].split(':')[1]}"))
 
 
-@pytest.mark.slow
+@pytest.mark.proof
 def test_act_runs_the_monitor_on_drifted_traffic(project_copy: Path, tmp_path: Path) -> None:
     """`monitor` by hand on a log of drifted traffic: the verdict, the data-version branch, its dvc push (no PR)."""
     project = project_copy
