@@ -9,7 +9,9 @@ holds its bento:
 (a) `plain`: Starlette on uvicorn (1 worker) calling the project's own exported scoring code
     (`serving.request_model(...).model_validate_json` then `serving.predict_rows`) inline, on the same body;
 (b) the bento's POST /predict; (c) the bento's POST /predict_batched; optionally (d) `--mounted`: a bento
-    that mounts the plain app as an ASGI app, to show what BentoML's own request path costs.
+    that mounts the plain app as an ASGI app, to show what BentoML's own request path costs; and (e)
+    `--also-bento TAG`: another bento's POST /predict, e.g. the same model packaged with
+    `serve.prediction_log.enabled=false`, to measure what the prediction log costs.
 Load comes from wrk (1 thread, --connections, loopback): a warm-up, then --runs bounded runs of --requests
 each; the figures are the medians over the runs. Start to ready is from process start to the first 200 on
 /readyz. RSS (the server's whole process tree) is read before and after --rss-requests more requests.
@@ -209,13 +211,17 @@ class Mounted:
 """
 
 
-def targets(project: Path, package: dict[str, Any], workdir: Path, mounted: bool) -> list[tuple[str, list[str]]]:
+def targets(
+    project: Path, package: dict[str, Any], workdir: Path, mounted: bool, also_bento: str | None
+) -> list[tuple[str, list[str]]]:
     """(label, command) per server; every command takes its port as the last argument."""
     me = str(Path(__file__).resolve())
     found = [
         ("plain", [sys.executable, me, "--project", str(project), "--serve-plain", "--port"]),
         ("bento", ["bentoml", "serve", package["bento_tag"], "--host", "127.0.0.1", "--port"]),
     ]
+    if also_bento:
+        found.append(("also", ["bentoml", "serve", also_bento, "--host", "127.0.0.1", "--port"]))
     if mounted:
         source = MOUNTED_SERVICE.format(
             benchmarks=str(Path(me).parent), project=str(project), model_tag=package["bento_model_tag"]
@@ -239,7 +245,9 @@ def targets(project: Path, package: dict[str, Any], workdir: Path, mounted: bool
     return found
 
 
-def routes(label: str) -> list[tuple[str, str]]:
+def routes(label: str, also_bento: str | None = None) -> list[tuple[str, str]]:
+    if label == "also":
+        return [(f"(e) {also_bento} /predict", "/predict")]
     if label == "bento":
         return [("(b) bento /predict", "/predict"), ("(c) bento /predict_batched", "/predict_batched")]
     if label == "mounted":
@@ -263,10 +271,10 @@ def run_all(args: argparse.Namespace, project: Path, workdir: Path) -> int:
     rows: list[list[object]] = []
     reference: Any = None
     throughput: dict[str, float] = {}
-    for label, command in targets(project, package, workdir, args.mounted):
+    for label, command in targets(project, package, workdir, args.mounted, args.also_bento):
         (port,) = free_ports(1)
         with server([*command, str(port)], project, env, port, workdir / f"{label}.log") as live:
-            for name, path in routes(label):
+            for name, path in routes(label, args.also_bento):
                 status, answer = post(live["base"] + path, body.read_bytes())
                 reference = answer if reference is None else reference
                 if status != 200 or not same_answers(answer, reference):
@@ -305,6 +313,9 @@ def run_all(args: argparse.Namespace, project: Path, workdir: Path) -> int:
     for name, value in throughput.items():
         if not name.startswith("(a)"):
             print(f"ratio {name} / (a): {value / plain:.2f}")
+    if args.also_bento:
+        also = throughput[f"(e) {args.also_bento} /predict"]
+        print(f"ratio (e) / (b) bento /predict: {also / throughput['(b) bento /predict']:.2f}")
     return 1 if any(row[-1] for row in rows) else 0
 
 
@@ -318,6 +329,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1, help="transactions per request")
     parser.add_argument("--rss-requests", type=int, default=50_000, help="0: skip the memory run")
     parser.add_argument("--mounted", action="store_true", help="add (d): a bento that mounts the plain app")
+    parser.add_argument("--also-bento", metavar="TAG", help="add (e): this bento's /predict (e.g. prediction log off)")
     parser.add_argument("--serve-plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()

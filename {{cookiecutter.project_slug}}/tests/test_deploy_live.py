@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -57,6 +58,7 @@ def bentos(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, s
     return {
         "v1": build_standin(work, "v1", scale=0.5, bentoml_home=home),
         "v2": build_standin(work, "v2", scale=0.25, bentoml_home=home),
+        "v1b": build_standin(work, "v1b", scale=0.5, bentoml_home=home),  # another build, v1's answers
         "crash": build_standin(work, "crash", mode="crash", bentoml_home=home),
         "wrong": build_standin(work, "wrong", mode="wrong", bentoml_home=home),
         "notready": build_standin(work, "notready", mode="never_ready", bentoml_home=home),
@@ -66,7 +68,14 @@ def bentos(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, s
 class Project:
     """A git repo holding a copy of the state file with free ports; runs the documented commands."""
 
-    def __init__(self, root: Path, store: Path | None, grace_s: float = 120.0, readyz_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        store: Path | None,
+        grace_s: float = 120.0,
+        readyz_timeout_s: float = 60.0,
+        shadow: dict | None = None,
+    ) -> None:
         self.root = root
         self.store = store
         self.outputs: list[str] = []
@@ -80,6 +89,7 @@ class Project:
             state["slots"][name] = {"bento": None, "port": port}
         state["proxy"]["port"] = proxy
         state["checks"].update(grace_period_s=grace_s, readyz_timeout_s=readyz_timeout_s)
+        state["checks"]["shadow"].update(shadow or {})
         self.state.write_text(yaml.safe_dump(state, sort_keys=False))
         self.git("init", "-q", "-b", "main")
         self.git("add", "-A")
@@ -126,8 +136,8 @@ class Project:
         assert response.status_code == 200, response.text
         return response.headers["X-Deploy-Slot"], response.json()["model"]
 
-    def load(self, rate: float = 150.0, seconds: float = 120.0) -> LoadRun:
-        body = {"transactions": SMOKE_ROWS[:1]}
+    def load(self, rate: float = 150.0, seconds: float = 120.0, rows: list | None = None) -> LoadRun:
+        body = {"transactions": rows or SMOKE_ROWS[:1]}
         return LoadRun(
             f"{self.url}/predict",
             body,
@@ -250,6 +260,63 @@ def test_faults_leave_traffic_where_it_was(tmp_path: Path, store: Path, bentos: 
         samples = load.stop()
         overall = summarize(samples)
         assert overall["failed"] == 0, overall["failure_examples"]
+    finally:
+        project.deploy("stop", ok=False)
+
+
+# v1 calls this row fraud (0.75), v2 does not (0.375): the two models disagree on live traffic.
+SHADOW_ROWS = [SMOKE_ROWS[0], {"transaction_id": "big", "amount": 1500.0}]
+
+
+def test_shadow_traffic_keeps_a_disagreeing_bento_out_and_lets_an_agreeing_one_in(
+    tmp_path: Path, store: Path, bentos: dict[str, str]
+) -> None:
+    project = Project(tmp_path / "project", store, shadow={"enabled": True, "window_s": 6.0, "min_requests": 20})
+    nginx_dir = project.root / "bentos" / ".state" / "nginx"
+    try:
+        project.deploy("set", "--bento", bentos["v1"], "--commit")
+        first = project.deploy("apply")
+        assert "shadow:" not in first.stdout + first.stderr, "the first deployment has no live traffic to mirror"
+        load = project.load(rate=40.0, seconds=90.0, rows=SHADOW_ROWS)
+        time.sleep(1.0)
+
+        project.deploy("set", "--bento", bentos["v2"], "--commit")
+        refused = project.deploy("apply", ok=False)
+        said = refused.stdout + refused.stderr
+        print(said)
+        assert refused.returncode == 2, said
+        assert "disagrees with the live slot on shadowed traffic, traffic not moved" in said, said
+        assert "decisions agree on 0.500 of rows" in said, said
+        figures = re.search(r"(\d+) requests mirrored in 6 s, 0 failed", said)
+        assert figures, said
+        mirrored = int(figures.group(1))
+        assert mirrored >= 100, f"the idle slot got {mirrored} mirrored requests in 6 s at 40 req/s"
+        assert project.answer() == ("blue", "standin-model:v1")
+        assert not project.status()["slots"]["green"]["running"], "the refused slot keeps running"
+
+        project.git("revert", "--no-edit", "HEAD")
+        project.deploy("set", "--bento", bentos["v1b"], "--commit")
+        passed = project.deploy("apply")
+        print(passed.stdout)
+        assert "switched traffic blue -> green" in passed.stdout, passed.stdout
+        assert re.search(
+            r"shadow: \d+ requests mirrored in 6 s, 0 failed; \d+ rows of \d+ requests compared: "
+            r"decisions agree 1\.000, score difference mean 0\.0000",
+            passed.stdout,
+        ), passed.stdout
+        assert project.answer() == ("green", "standin-model:v1b")
+
+        flip = project.deploy("rollback", "--commit")  # blue was live: no second shadow window
+        assert "switched traffic green -> blue" in flip.stdout and "shadow:" not in flip.stdout + flip.stderr
+        samples = load.stop()
+        overall = summarize(samples)
+        assert overall["failed"] == 0, overall["failure_examples"]
+        assert not list(nginx_dir.glob("shadow-*.log")), "the logs of request bodies were left on disk"
+        assert "mirror" not in (nginx_dir / "nginx.conf").read_text(), "the proxy still mirrors"
+        events = [json.loads(line) for line in (project.root / "bentos" / ".state" / "events.jsonl").open()]
+        shadows = [event for event in events if event["event"] == "shadow"]
+        assert [event["bento"] for event in shadows] == [bentos["v2"], bentos["v1b"]]
+        assert shadows[0]["mirrored"] == mirrored and shadows[0]["problems"] and not shadows[1]["problems"]
     finally:
         project.deploy("stop", ok=False)
 

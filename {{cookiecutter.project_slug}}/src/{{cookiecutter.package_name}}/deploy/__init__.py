@@ -2,8 +2,8 @@
 
 - `state`: bentos/deployment.yaml, validated (the desired state; changed by commits).
 - `engine`: make this machine match it (start, check, switch, grace, rollback, stop).
+- `shadow`: before a switch, mirror live traffic to the new slot and compare its answers.
 - `k8s`: render the same state as Kubernetes manifests for Argo CD or Flux.
-- `loadgen`: a bounded loopback load generator to measure a switch.
 
 The CLI is `tools/deploy.py`.
 """

@@ -2,9 +2,10 @@
 
 `apply` starts the live slot's bento if it is not already running it (`bentoml serve` on its own
 loopback port), waits for /readyz, runs the bento's smoke requests, and only then reloads nginx to
-send traffic there. The slot that was live keeps running for `checks.grace_period_s`, so a rollback
-within the grace period is a proxy switch, not a redeploy. Any failed check raises DeployError
-before the proxy is touched: traffic stays where it was.
+send traffic there. With `checks.shadow.enabled`, a new slot first answers mirrored live traffic for a
+window and must agree with the live slot (deploy/shadow.py). The slot that was live keeps running for
+`checks.grace_period_s`, so a rollback within the grace period is a proxy switch, not a redeploy. Any
+failed check raises DeployError before the proxy is sent anywhere new: traffic stays where it was.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from . import runtime as rt
 from .checks import BentoInfo, bento_info, run_smoke, wait_ready
 from .proxy import Nginx, nginx_binary
 from .runtime import LOOPBACK, Runtime, SlotRuntime
+from .shadow import ShadowReport, run_shadow
 from .state import SLOTS, DeployError, DeploymentState, SlotName, other
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,12 @@ class ApplyReport:
     bento: str | None
     action: str
     timings: dict[str, float] = field(default_factory=dict)
+    shadow: ShadowReport | None = None
 
     def lines(self) -> list[str]:
         steps = ", ".join(f"{name} {value:.2f}s" for name, value in self.timings.items())
-        return [f"{self.action}", f"timings: {steps}" if steps else ""]
+        shadowed = f"shadow: {self.shadow.summary()}" if self.shadow else ""
+        return [f"{self.action}", shadowed, f"timings: {steps}" if steps else ""]
 
 
 def bento_command(tag: str, port: int) -> list[str]:
@@ -98,21 +102,32 @@ class LocalEngine:
                 timings["started"] = time.monotonic() - started
             try:
                 self._check(running, bento, state)
+                timings["checked"] = time.monotonic() - started
+                shadow = self._shadow(runtime, state, current, target, bento)
             except DeployError:
                 if current != target:  # a slot that never took traffic goes away with its failure
                     self._stop_slot(runtime, target, reason="failed its checks")
                 raise
-            timings["checked"] = time.monotonic() - started
+            if shadow is not None:
+                timings["shadowed"] = time.monotonic() - started
             action = self._route(runtime, state, target, bento, timings, started)
+            running.proven = True
             self._settle_idle(runtime, state, previous_live=current)
             runtime.save(self.state_dir)
             rt.record_event(
                 self.state_dir,
-                {"event": "apply", "live": target, "bento": bento.tag, "action": action, "timings": timings},
+                {
+                    "event": "apply",
+                    "live": target,
+                    "bento": bento.tag,
+                    "action": action,
+                    "timings": timings,
+                    "shadow": shadow.as_dict() if shadow else None,
+                },
             )
             self._ensure_reaper(runtime)
             timings["total"] = time.monotonic() - started
-            return ApplyReport(target, bento.tag, action, timings)
+            return ApplyReport(target, bento.tag, action, timings, shadow)
 
     def _start_slot(self, name: SlotName, port: int, bento: BentoInfo, state: DeploymentState) -> SlotRuntime:
         rt.require_free_port(port, f"{name} slot (slots.{name}.port)")
@@ -154,6 +169,43 @@ class LocalEngine:
                 f"{bento.tag} failed its checks on port {running.port}, traffic not moved: {error}"
             ) from None
 
+    def _shadow(
+        self, runtime: Runtime, state: DeploymentState, current: SlotName | None, target: SlotName, bento: BentoInfo
+    ) -> ShadowReport | None:
+        """Mirror live traffic to a new slot and compare (checks.shadow); None when there is nothing to shadow.
+
+        Not shadowed: the first deployment (no live traffic), a slot that is live already, and a slot that
+        was live or passed before (a rollback within the grace period stays an instant switch).
+        """
+        settings = state.checks.shadow
+        new = runtime.slots[target]
+        live = runtime.slots.get(current) if current is not None else None
+        if not settings.enabled or runtime.proxy is None or live is None or current == target or new.proven:
+            return None
+        print(
+            f"shadow: mirroring live traffic on {current} to {target} ({bento.tag}) for {settings.window_s:g} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        report = run_shadow(
+            Nginx(self.state_dir, state.proxy.port),
+            runtime.proxy,
+            live.port,
+            new.port,
+            settings,
+            state.proxy.drain_timeout_s,
+            state.checks.request_timeout_s,
+        )
+        rt.record_event(self.state_dir, {"event": "shadow", "slot": target, "bento": bento.tag, **report.as_dict()})
+        if not report.passed:
+            raise DeployError(
+                f"{bento.tag} disagrees with the live slot on shadowed traffic, traffic not moved: "
+                + "; ".join(report.problems)
+                + f"\nshadow: {report.summary()}"
+            )
+        new.proven = True
+        return report
+
     def _route(
         self,
         runtime: Runtime,
@@ -185,8 +237,9 @@ class LocalEngine:
                 f"{target} keeps running, checked, for the next apply"
             ) from None
         runtime.proxy = runtime.proxy.model_copy(update={"live": target, "bento": bento.tag})
-        timings["switched"] = timings["checked"] + timing.confirmed_s
-        timings["drained"] = timings["checked"] + timing.drained_s
+        reloaded = timings.get("shadowed", timings["checked"])  # when the switch began
+        timings["switched"] = reloaded + timing.confirmed_s
+        timings["drained"] = reloaded + timing.drained_s
         drained = "" if timing.drained else f" (old nginx workers still busy after {state.proxy.drain_timeout_s:g} s)"
         return f"switched traffic {previous} -> {target} ({bento.tag}){drained}"
 

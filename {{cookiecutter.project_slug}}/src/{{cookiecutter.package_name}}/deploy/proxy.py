@@ -24,6 +24,11 @@ from .state import DeployError, SlotName
 NGINX_ENV = "DEPLOY_NGINX"  # path to the nginx binary, when it is not on PATH or /usr/sbin
 SLOT_HEADER = "X-Deploy-Slot"
 STATUS_PATH = "/_deploy"
+SHADOW_PATH = "/_shadow"
+# While shadowing: every request the live slot answers (with its body, to re-send for the comparison),
+# and every mirrored copy the new slot answered; both carry nginx's $request_id, so they pair up.
+SHADOW_REQUESTS_LOG = "shadow-requests.log"
+SHADOW_MIRROR_LOG = "shadow-mirror.log"
 
 
 class ProxyError(DeployError):
@@ -48,8 +53,19 @@ def nginx_binary() -> str:
     )
 
 
-def render_conf(prefix: Path, listen_port: int, upstream_port: int, slot: SlotName, bento: str) -> str:
-    """The whole nginx.conf: loopback only, one upstream (the live slot), keep-alive both ways."""
+def status_line(slot: SlotName, bento: str, shadow_port: int | None = None) -> str:
+    """What the proxy answers on STATUS_PATH: which slot is live, and where it mirrors to, if anywhere."""
+    return f"{slot} {bento}" + (f" shadow {shadow_port}" if shadow_port is not None else "")
+
+
+def render_conf(
+    prefix: Path, listen_port: int, upstream_port: int, slot: SlotName, bento: str, shadow_port: int | None = None
+) -> str:
+    """The whole nginx.conf: loopback only, one upstream (the live slot), keep-alive both ways.
+
+    With `shadow_port`, every request is also mirrored there (nginx's `mirror`); the client gets the live
+    slot's answer only, and the mirrored copy's answer is logged and dropped.
+    """
     p = prefix.resolve()
     lines = [
         "# Written by the deploy engine (tools/deploy.py) on every switch; edits are overwritten.",
@@ -72,13 +88,9 @@ def render_conf(prefix: Path, listen_port: int, upstream_port: int, slot: SlotNa
         # connections at once; a request that arrives on one at that instant is reset. Without idle
         # connections nothing is lost (a new loopback connection costs well under a millisecond).
         "    keepalive_timeout 0;",
-        "    upstream live_slot {",
-        f"        server {LOOPBACK}:{upstream_port} max_fails=0;",
-        "        keepalive 32;",
-        # Close idle upstream connections before the bento's server does (uvicorn: 5 s), so nginx never
-        # sends a request down a connection the other side is closing.
-        "        keepalive_timeout 4s;",
-        "    }",
+        *_upstream("live_slot", upstream_port),
+        *(_upstream("shadow_slot", shadow_port) if shadow_port is not None else []),
+        *(_shadow_log_formats() if shadow_port is not None else []),
         "    server {",
         f"        listen {LOOPBACK}:{listen_port};",
         "        server_name _;",
@@ -86,9 +98,11 @@ def render_conf(prefix: Path, listen_port: int, upstream_port: int, slot: SlotNa
         f'        add_header X-Deploy-Bento "{bento}" always;',
         f"        location = {STATUS_PATH} " + "{",
         "            default_type text/plain;",
-        f'            return 200 "{slot} {bento}\\n";',
+        f'            return 200 "{status_line(slot, bento, shadow_port)}\\n";',
         "        }",
+        *(_shadow_location(p) if shadow_port is not None else []),
         "        location / {",
+        *(_mirror_directives(p) if shadow_port is not None else []),
         "            proxy_pass http://live_slot;",
         "            proxy_http_version 1.1;",
         '            proxy_set_header Connection "";',
@@ -99,6 +113,54 @@ def render_conf(prefix: Path, listen_port: int, upstream_port: int, slot: SlotNa
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _upstream(name: str, port: int) -> list[str]:
+    return [
+        f"    upstream {name} " + "{",
+        f"        server {LOOPBACK}:{port} max_fails=0;",
+        "        keepalive 32;",
+        # Close idle upstream connections before the bento's server does (uvicorn: 5 s), so nginx never
+        # sends a request down a connection the other side is closing.
+        "        keepalive_timeout 4s;",
+        "    }",
+    ]
+
+
+def _shadow_log_formats() -> list[str]:
+    return [
+        "    log_format shadow_request escape=json",
+        '        \'{"id":"$request_id","method":"$request_method","uri":"$request_uri","status":"$status",\'',
+        '        \'"body":"$request_body"}\';',
+        "    log_format shadow_mirror escape=json",
+        '        \'{"id":"$request_id","uri":"$request_uri","status":"$upstream_status"}\';',
+    ]
+
+
+def _mirror_directives(prefix: Path) -> list[str]:
+    return [
+        f"            mirror {SHADOW_PATH};",
+        "            mirror_request_body on;",
+        # The body stays in memory (prediction requests are far smaller), so the log can hold it.
+        "            client_body_buffer_size 1m;",
+        f"            access_log {prefix}/{SHADOW_REQUESTS_LOG} shadow_request;",
+    ]
+
+
+def _shadow_location(prefix: Path) -> list[str]:
+    return [
+        f"        location = {SHADOW_PATH} " + "{",
+        "            internal;",
+        "            log_subrequest on;",
+        f"            access_log {prefix}/{SHADOW_MIRROR_LOG} shadow_mirror;",
+        "            proxy_pass http://shadow_slot$request_uri;",
+        "            proxy_http_version 1.1;",
+        '            proxy_set_header Connection "";',
+        "            proxy_set_header Host $host;",
+        "            proxy_connect_timeout 2s;",
+        "            proxy_read_timeout 10s;",
+        "        }",
+    ]
 
 
 @dataclass(frozen=True)
@@ -132,10 +194,10 @@ class Nginx:
         ]
         return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
-    def _write_tested(self, slot: SlotName, upstream_port: int, bento: str) -> Path:
+    def _write_tested(self, slot: SlotName, upstream_port: int, bento: str, shadow_port: int | None = None) -> Path:
         (self.prefix / "temp").mkdir(parents=True, exist_ok=True)
         candidate = self.prefix / "nginx.conf.new"
-        candidate.write_text(render_conf(self.prefix, self.port, upstream_port, slot, bento))
+        candidate.write_text(render_conf(self.prefix, self.port, upstream_port, slot, bento, shadow_port))
         tested = self._run("-t", conf=candidate)
         if tested.returncode != 0:
             raise ProxyError(f"nginx rejected the new config ({candidate}):\n{tested.stderr.strip()}")
@@ -156,7 +218,7 @@ class Nginx:
         ]
         process = spawn(command, self.prefix / "master.log")
         try:
-            self.confirm(slot, timeout_s=10.0, process=process)
+            self.confirm(status_line(slot, bento), timeout_s=10.0, process=process)
         except DeployError:
             from .runtime import stop
 
@@ -165,10 +227,17 @@ class Nginx:
         return ProxyRuntime(process=process, port=self.port, live=slot, bento=bento)
 
     def switch(
-        self, runtime: ProxyRuntime, slot: SlotName, upstream_port: int, bento: str, drain_timeout_s: float
+        self,
+        runtime: ProxyRuntime,
+        slot: SlotName,
+        upstream_port: int,
+        bento: str,
+        drain_timeout_s: float,
+        shadow_port: int | None = None,
     ) -> SwitchTiming:
-        """Point the running nginx at `slot`. On any failure the previous config is put back and reloaded."""
-        candidate = self._write_tested(slot, upstream_port, bento)
+        """Point the running nginx at `slot` (mirroring to `shadow_port`, if given). On any failure the
+        previous config is put back and reloaded."""
+        candidate = self._write_tested(slot, upstream_port, bento, shadow_port)
         old_workers = self.workers(runtime.process)
         backup = self.prefix / "nginx.conf.prev"
         shutil.copyfile(self.conf, backup)
@@ -180,7 +249,7 @@ class Nginx:
                 raise ProxyError(
                     f"nginx reload failed (exit {reloaded.returncode}): {(reloaded.stderr or reloaded.stdout).strip()}"
                 )
-            self.confirm(slot, timeout_s=10.0, process=runtime.process)
+            self.confirm(status_line(slot, bento, shadow_port), timeout_s=10.0, process=runtime.process)
         except DeployError:
             backup.replace(self.conf)
             self._run("-s", "reload")
@@ -189,8 +258,8 @@ class Nginx:
         drained = self.wait_exit(old_workers, drain_timeout_s)
         return SwitchTiming(confirmed_s=confirmed, drained_s=time.monotonic() - start, drained=drained)
 
-    def confirm(self, slot: SlotName, timeout_s: float, process: Process) -> None:
-        """Wait until the proxy itself says `slot` is live (new connections reach the new workers)."""
+    def confirm(self, expected: str, timeout_s: float, process: Process) -> None:
+        """Wait until the proxy itself answers `expected` (a status_line): new connections reach the new workers."""
         deadline = time.monotonic() + timeout_s
         seen = "no answer"
         while time.monotonic() < deadline:
@@ -199,12 +268,14 @@ class Nginx:
             try:
                 answer = httpx.get(f"http://{LOOPBACK}:{self.port}{STATUS_PATH}", timeout=2.0)
                 seen = answer.text.strip()
-                if answer.status_code == 200 and seen.split(" ")[0] == slot:
+                if answer.status_code == 200 and seen == expected:
                     return
             except httpx.HTTPError as error:
                 seen = repr(error)
             time.sleep(0.05)
-        raise ProxyError(f"nginx did not switch to {slot} within {timeout_s:g} s (it answers {seen!r}); see {self.log}")
+        raise ProxyError(
+            f"nginx did not switch to {expected!r} within {timeout_s:g} s (it answers {seen!r}); see {self.log}"
+        )
 
     @staticmethod
     def workers(master: Process) -> list[psutil.Process]:

@@ -54,6 +54,8 @@ class SlotRuntime(BaseModel):
     log: str
     started_at: float
     retire_after: float | None = None
+    # Took live traffic or passed its shadow check: switching back to it (a rollback) is not shadowed again.
+    proven: bool = False
     # Remembered from the bento store at start, so a warm switch back needs no store lookup.
     bento_path: str = ""
     model_version: str | None = None

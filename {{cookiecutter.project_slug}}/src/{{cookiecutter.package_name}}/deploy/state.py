@@ -61,6 +61,18 @@ class Proxy(_Strict):
     drain_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class Shadow(_Strict):
+    """Shadow traffic before a switch (local engine): live requests mirrored to the new slot, answers compared."""
+
+    enabled: bool = False
+    window_s: float = Field(default=60.0, gt=0)
+    min_requests: int = Field(default=20, ge=1)
+    max_compared: int = Field(default=200, ge=1)
+    min_agreement: float = Field(default=0.98, ge=0.0, le=1.0)
+    max_mean_score_diff: float = Field(default=0.05, ge=0.0)
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+
+
 class Checks(_Strict):
     """What a slot must pass before it takes traffic, and how long the previous one stays up."""
 
@@ -68,6 +80,7 @@ class Checks(_Strict):
     smoke: bool = True
     request_timeout_s: float = Field(default=10.0, gt=0)
     grace_period_s: float = Field(default=900.0, ge=0)
+    shadow: Shadow = Field(default_factory=Shadow)
 
 
 class Kubernetes(_Strict):

@@ -1,0 +1,233 @@
+"""Shadow traffic: a new slot answers live requests before it takes any, and is judged against the live one.
+
+For `checks.shadow.window_s`, nginx mirrors every request to the new slot (its answers are dropped, the
+client only ever sees the live slot's). nginx logs each request with its body and each mirrored copy
+with the new slot's status, paired by `$request_id`. Then a sample of the mirrored prediction requests
+(at most `max_compared`, spread over the window) is sent to both slots directly and the answers are
+compared row by row: the decision (`is_fraud`, each model at its own threshold) and the score. The new
+slot is switched to only with enough traffic, few failures, and answers within the limits.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .proxy import SHADOW_MIRROR_LOG, SHADOW_REQUESTS_LOG, Nginx
+from .runtime import LOOPBACK, ProxyRuntime
+from .state import DeployError, Shadow
+
+PREDICTION_PATHS = ("/predict", "/predict_batched")
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass
+class ShadowReport:
+    """What the shadow window showed, and what (if anything) stops the switch."""
+
+    window_s: float
+    mirrored: int  # prediction requests the live slot answered, mirrored to the new slot
+    failed: int  # of those, the new slot answered with an error or not at all
+    compared_requests: int
+    compared_rows: int
+    agreement: float | None  # share of rows with the same decision
+    mean_score_diff: float | None
+    max_score_diff: float | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        figures = f"{self.mirrored} requests mirrored in {self.window_s:g} s, {self.failed} failed"
+        if self.compared_rows:
+            figures += (
+                f"; {self.compared_rows} rows of {self.compared_requests} requests compared: decisions agree "
+                f"{self.agreement:.3f}, score difference mean {self.mean_score_diff:.4f} max {self.max_score_diff:.4f}"
+            )
+        return figures
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    """nginx's JSON lines; a line cut short (nginx killed mid-write) is skipped, not fatal."""
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries
+
+
+def _is_prediction(entry: dict[str, str]) -> bool:
+    return entry.get("method", "POST") == "POST" and entry.get("uri", "").split("?")[0] in PREDICTION_PATHS
+
+
+def mirrored_predictions(
+    requests: list[dict[str, str]], mirrored: list[dict[str, str]]
+) -> tuple[list[dict[str, str]], int]:
+    """(prediction requests the live slot answered 2xx and nginx mirrored, how many the new slot failed).
+
+    A request the live slot refused (bad input) says nothing about the new model and is left out.
+    """
+    mirror_status = {entry["id"]: entry.get("status", "") for entry in mirrored if "id" in entry}
+    answered = [
+        entry
+        for entry in requests
+        if _is_prediction(entry) and entry.get("status", "").startswith("2") and entry.get("id") in mirror_status
+    ]
+    # $upstream_status is "-" when nginx got no answer, or "502, 200" after a retry: the last one counts.
+    failed = sum(1 for entry in answered if not mirror_status[entry["id"]].split(",")[-1].strip().startswith("2"))
+    return answered, failed
+
+
+def spread(items: list[Any], count: int) -> list[Any]:
+    """At most `count` items, evenly spaced over the list (the whole window, not its first seconds)."""
+    if len(items) <= count:
+        return list(items)
+    step = len(items) / count
+    return [items[int(index * step)] for index in range(count)]
+
+
+def rows_of(answer: Any) -> list[dict[str, Any]]:
+    """The per-row predictions of a /predict answer ({"predictions": [...]}) or a /predict_batched one ([...])."""
+    rows = answer.get("predictions") if isinstance(answer, dict) else answer
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError("not a list of predictions")
+    return rows
+
+
+def compare_rows(live: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[tuple[bool, float]]:
+    """Per row: (same decision, |score difference|). Rows pair up by position (one request, same order)."""
+    if len(live) != len(new):
+        raise ValueError(f"{len(live)} rows from the live slot, {len(new)} from the new one")
+    return [
+        (bool(a["is_fraud"]) == bool(b["is_fraud"]), abs(float(a["fraud_probability"]) - float(b["fraud_probability"])))
+        for a, b in zip(live, new, strict=True)
+    ]
+
+
+def replay(
+    requests: list[dict[str, str]], live_port: int, new_port: int, timeout_s: float
+) -> tuple[list[tuple[bool, float]], int]:
+    """Send each captured request to both slots; (compared rows, requests the new slot failed)."""
+    rows: list[tuple[bool, float]] = []
+    failed = 0
+    headers = {"content-type": "application/json"}
+    with httpx.Client(timeout=timeout_s) as client:
+        for entry in requests:
+            body, uri = entry.get("body", "").encode(), entry["uri"]
+            live = client.post(f"http://{LOOPBACK}:{live_port}{uri}", content=body, headers=headers)
+            if live.status_code != 200:
+                continue  # the live slot's own answer changed (a burst, a restart): nothing to compare with
+            try:
+                new = client.post(f"http://{LOOPBACK}:{new_port}{uri}", content=body, headers=headers)
+                if new.status_code != 200:
+                    failed += 1
+                    continue
+                rows += compare_rows(rows_of(live.json()), rows_of(new.json()))
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                failed += 1  # no answer, or one that is not the service's contract
+    return rows, failed
+
+
+def judge(
+    settings: Shadow, window_s: float, mirrored: int, failed: int, compared: int, rows: list[tuple[bool, float]]
+) -> ShadowReport:
+    """The figures, and every limit they break."""
+    diffs = [diff for _, diff in rows]
+    report = ShadowReport(
+        window_s=window_s,
+        mirrored=mirrored,
+        failed=failed,
+        compared_requests=compared,
+        compared_rows=len(rows),
+        agreement=sum(same for same, _ in rows) / len(rows) if rows else None,
+        mean_score_diff=sum(diffs) / len(diffs) if diffs else None,
+        max_score_diff=max(diffs) if diffs else None,
+    )
+    if mirrored < settings.min_requests:
+        report.problems.append(
+            f"only {mirrored} prediction requests were mirrored (min_requests {settings.min_requests}): too little "
+            "live traffic to judge; lengthen window_s or send traffic"
+        )
+    if mirrored and failed / mirrored > settings.max_error_rate:
+        report.problems.append(
+            f"the new slot failed {failed} of {mirrored} requests the live slot answered "
+            f"(max_error_rate {settings.max_error_rate:g})"
+        )
+    if mirrored >= settings.min_requests and not rows:
+        report.problems.append("no answers could be compared")
+    if report.agreement is not None and report.agreement < settings.min_agreement:
+        report.problems.append(
+            f"decisions agree on {report.agreement:.3f} of rows (min_agreement {settings.min_agreement:g})"
+        )
+    if report.mean_score_diff is not None and report.mean_score_diff > settings.max_mean_score_diff:
+        report.problems.append(
+            f"mean score difference {report.mean_score_diff:.4f} (max_mean_score_diff {settings.max_mean_score_diff:g})"
+        )
+    return report
+
+
+def run_shadow(
+    nginx: Nginx,
+    proxy: ProxyRuntime,
+    live_port: int,
+    new_port: int,
+    settings: Shadow,
+    drain_timeout_s: float,
+    request_timeout_s: float,
+) -> ShadowReport:
+    """Mirror live traffic to `new_port` for the window, stop mirroring, compare; logs are deleted after."""
+    logs = [nginx.prefix / SHADOW_REQUESTS_LOG, nginx.prefix / SHADOW_MIRROR_LOG]
+    for path in logs:
+        path.unlink(missing_ok=True)
+    try:
+        nginx.switch(proxy, proxy.live, live_port, proxy.bento, drain_timeout_s, shadow_port=new_port)
+        try:
+            _wait(settings.window_s, logs[1])
+        finally:
+            # Mirroring off; the old workers finish (and log) the mirrored requests they hold first.
+            nginx.switch(proxy, proxy.live, live_port, proxy.bento, drain_timeout_s)
+        answered, failed = mirrored_predictions(read_log(logs[0]), read_log(logs[1]))
+        sample = spread(answered, settings.max_compared)
+        rows, replay_failed = replay(sample, live_port, new_port, request_timeout_s)
+        return judge(settings, settings.window_s, len(answered), failed + replay_failed, len(sample), rows)
+    except httpx.HTTPError as error:
+        raise DeployError(f"shadow comparison failed: {error!r}") from None
+    finally:
+        for path in logs:  # they hold request bodies: customer data does not stay on disk
+            path.unlink(missing_ok=True)
+
+
+def _wait(window_s: float, mirror_log: Path) -> None:
+    """Sleep through the window, saying every few seconds how many requests were mirrored so far."""
+    end = time.monotonic() + window_s
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(PROGRESS_EVERY_S, left))
+        count = _line_count(mirror_log)
+        print(
+            f"shadow: {count} requests mirrored, {max(0.0, end - time.monotonic()):.0f} s left",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _line_count(path: Path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return sum(1 for _ in handle)
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,137 @@
+"""Shadow traffic's parts: the mirroring nginx config, pairing nginx's logs, and the verdict on the answers.
+
+The whole path (real bentos behind nginx, mirrored live traffic, a refused switch) is in test_deploy_live.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from {{ cookiecutter.package_name }}.deploy.proxy import render_conf, status_line
+from {{ cookiecutter.package_name }}.deploy.shadow import (
+    ShadowReport,
+    compare_rows,
+    judge,
+    mirrored_predictions,
+    read_log,
+    rows_of,
+    spread,
+)
+from {{ cookiecutter.package_name }}.deploy.state import Shadow, parse_state
+
+TAG = "svc:abc123"
+
+
+def test_a_shadowing_config_mirrors_to_the_new_slot_and_nginx_accepts_it(tmp_path: Path) -> None:
+    conf = render_conf(tmp_path, 8080, 3001, "blue", TAG, shadow_port=3002)
+    assert "server 127.0.0.1:3001" in conf and "server 127.0.0.1:3002" in conf
+    assert "mirror /_shadow;" in conf and "proxy_pass http://shadow_slot$request_uri;" in conf
+    assert f'return 200 "{status_line("blue", TAG, 3002)}' in conf
+    plain = render_conf(tmp_path, 8080, 3001, "blue", TAG)
+    assert "mirror /_shadow" not in plain and "shadow_slot" not in plain and "$request_body" not in plain
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx:
+        (tmp_path / "temp").mkdir()
+        (tmp_path / "nginx.conf").write_text(conf)
+        tested = subprocess.run(
+            [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")],
+            capture_output=True,
+            text=True,
+        )
+        assert tested.returncode == 0, tested.stderr
+
+
+def request(rid: str, status: str = "200", uri: str = "/predict", method: str = "POST") -> dict[str, str]:
+    return {"id": rid, "method": method, "uri": uri, "status": status, "body": '{"transactions": []}'}
+
+
+def test_mirrored_requests_pair_by_request_id_and_count_the_new_slots_failures() -> None:
+    requests = [
+        request("a"),
+        request("b"),
+        request("c", status="422"),  # refused by the live slot: bad input says nothing about the new model
+        request("d", uri="/readyz", method="GET"),
+        request("e", uri="/predict_batched"),
+        request("f"),  # never mirrored (nginx logged no copy): left out
+    ]
+    mirrored = [
+        {"id": "a", "status": "200"},
+        {"id": "b", "status": "502"},
+        {"id": "c", "status": "422"},
+        {"id": "d", "status": "200"},
+        {"id": "e", "status": "502, 200"},  # retried: the last answer counts
+    ]
+    answered, failed = mirrored_predictions(requests, mirrored)
+    assert [entry["id"] for entry in answered] == ["a", "b", "e"]
+    assert failed == 1
+
+
+def test_a_log_line_cut_short_is_skipped(tmp_path: Path) -> None:
+    log = tmp_path / "shadow-requests.log"
+    log.write_text(json.dumps(request("a")) + "\n" + '{"id": "b", "sta')
+    assert [entry["id"] for entry in read_log(log)] == ["a"]
+    assert read_log(tmp_path / "missing.log") == []
+
+
+def test_the_sample_spans_the_whole_window() -> None:
+    assert spread(list(range(10)), 20) == list(range(10))
+    assert spread(list(range(100)), 4) == [0, 25, 50, 75]
+
+
+def test_rows_compare_by_decision_and_score() -> None:
+    live = {
+        "predictions": [{"is_fraud": True, "fraud_probability": 0.9}, {"is_fraud": False, "fraud_probability": 0.1}]
+    }
+    new = [{"is_fraud": True, "fraud_probability": 0.8}, {"is_fraud": True, "fraud_probability": 0.6}]
+    compared = compare_rows(rows_of(live), rows_of(new))
+    assert [same for same, _ in compared] == [True, False]
+    assert [round(diff, 6) for _, diff in compared] == [0.1, 0.5]
+    with pytest.raises(ValueError, match="1 rows from the live slot, 2"):
+        compare_rows(rows_of(live)[:1], new)
+    with pytest.raises(ValueError):
+        rows_of({"detail": "not predictions"})
+
+
+SETTINGS = Shadow(enabled=True, min_requests=10, min_agreement=0.9, max_mean_score_diff=0.05, max_error_rate=0.1)
+
+
+def agreeing(count: int, diff: float = 0.01) -> list[tuple[bool, float]]:
+    return [(True, diff)] * count
+
+
+@pytest.mark.parametrize(
+    ("mirrored", "failed", "rows", "problem"),
+    [
+        (50, 0, agreeing(50), None),
+        (5, 0, agreeing(5), "only 5 prediction requests were mirrored (min_requests 10)"),
+        (50, 10, agreeing(40), "failed 10 of 50 requests"),
+        (50, 0, agreeing(40) + [(False, 0.01)] * 10, "decisions agree on 0.800 of rows (min_agreement 0.9)"),
+        (50, 0, agreeing(50, diff=0.2), "mean score difference 0.2000"),
+        (50, 0, [], "no answers could be compared"),
+    ],
+)
+def test_the_verdict_names_every_limit_broken(
+    mirrored: int, failed: int, rows: list[tuple[bool, float]], problem: str | None
+) -> None:
+    report = judge(SETTINGS, 30.0, mirrored, failed, len(rows), rows)
+    assert isinstance(report, ShadowReport)
+    if problem is None:
+        assert report.passed and report.agreement == 1.0, report.problems
+        assert "50 requests mirrored in 30 s, 0 failed; 50 rows of 50 requests compared" in report.summary()
+    else:
+        assert not report.passed
+        assert any(problem in line for line in report.problems), report.problems
+
+
+def test_shadow_settings_are_checked_with_the_state_file() -> None:
+    state = {"live": None, "slots": {"blue": {"port": 3001}, "green": {"port": 3002}}}
+    assert parse_state(state).checks.shadow.enabled is False  # off unless asked for
+    with pytest.raises(Exception, match=r"checks\.shadow\.min_agreement"):
+        parse_state({**state, "checks": {"shadow": {"enabled": True, "min_agreement": 1.5}}})
+    with pytest.raises(Exception, match=r"checks\.shadow\.window"):
+        parse_state({**state, "checks": {"shadow": {"window": 30}}})
