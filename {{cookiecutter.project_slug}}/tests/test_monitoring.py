@@ -23,6 +23,7 @@ from {{ cookiecutter.package_name }}.monitoring.predictions import (
     SCORE_COLUMN,
     TIME_COLUMN,
     PredictionLog,
+    resolve_log_dir,
 )
 from {{ cookiecutter.package_name }}.release.package import request_body
 from {{ cookiecutter.package_name }}.serving.api import PredictionLogSettings, ServeSettings, predict_rows, request_model
@@ -102,6 +103,23 @@ def test_the_log_holds_inputs_score_model_and_time_only(tmp_path: Path, referenc
         assert pd.Timestamp(str(line["event_time"])) == row["event_time"]
     text = "".join(path.read_text() for path in tmp_path.glob("*/data/data.*.log*"))
     assert not any(tid in text for tid in sent[ID_COLUMN]), "a transaction id reached the log"
+
+
+def test_a_relative_log_dir_is_under_the_folder_the_server_was_started_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BentoML runs the service inside the bento's folder: the shell's $PWD, not the cwd, is the anchor."""
+    started, bento = tmp_path / "project", tmp_path / "store" / "bento" / "src"
+    started.mkdir()
+    bento.mkdir(parents=True)
+    monkeypatch.chdir(bento)
+    monkeypatch.setenv("PWD", str(started))
+    assert resolve_log_dir("logs/predictions") == started / "logs" / "predictions"
+    assert resolve_log_dir(str(tmp_path / "abs")) == tmp_path / "abs"
+    settings = PredictionLogSettings(enabled=True, dir="logs/predictions", keep_days=1)
+    assert PredictionLog(settings, "m:1").options["log_path"] == str(started / "logs" / "predictions")
+    monkeypatch.delenv("PWD")
+    assert resolve_log_dir("logs") == bento / "logs"  # no shell: the working directory
 
 
 def test_the_serve_config_turns_the_log_on_and_off() -> None:

@@ -91,13 +91,29 @@ class JsonLinesMonitor(MonitorBase[Any]):
 MONITOR_CLASS = f"{__name__}.{JsonLinesMonitor.__name__}"
 
 
+def resolve_log_dir(directory: str) -> Path:
+    """An absolute log dir as given; a relative one under the folder the server was started from.
+
+    BentoML runs a bento's service inside the bento's own folder in its store, so the process's
+    working directory is no anchor (logs would land in the store and go with the bento). The shell's
+    $PWD, which `bentoml serve` and the deploy engine inherit, is where `make serve` was run.
+    """
+    path = Path(directory)
+    if path.is_absolute():
+        return path
+    started_in = os.environ.get("PWD", "")
+    base = Path(started_in) if started_in and Path(started_in).is_absolute() and Path(started_in).is_dir() else None
+    return (base or Path.cwd()) / path
+
+
 class PredictionLog:
     """The service's hook on scored requests (`api.score_rows(on_scored=...)`)."""
 
     def __init__(self, settings: PredictionLogSettings, model_tag: str, name: str = MONITOR_NAME) -> None:
         # BentoML keeps one monitor per name and process, made with the options of its first use.
         self.name = name
-        self.options = {"log_path": settings.dir, "model_tag": model_tag, "keep_days": settings.keep_days}
+        self.directory = resolve_log_dir(settings.dir)
+        self.options = {"log_path": str(self.directory), "model_tag": model_tag, "keep_days": settings.keep_days}
 
     def __call__(self, columns: dict[str, np.ndarray], probabilities: np.ndarray) -> None:
         # The class by its import path: what BentoML's typed signature (and its config file) accept.
