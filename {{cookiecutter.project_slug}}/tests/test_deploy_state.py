@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from {{ cookiecutter.package_name }}.deploy.checks import differences
-from {{ cookiecutter.package_name }}.deploy.proxy import render_conf
+from {{ cookiecutter.package_name }}.deploy.proxy import render_conf, status_line
 from {{ cookiecutter.package_name }}.deploy.runtime import port_holder, require_free_port
 from {{ cookiecutter.package_name }}.deploy.state import (
     DeployError,
@@ -291,10 +291,22 @@ def test_smoke_answers_are_compared_recursively_with_tolerance(expected, actual,
     assert len(differences(expected, actual, atol=1e-6)) == found
 
 
-def test_nginx_config_listens_on_loopback_and_names_the_slot(tmp_path: Path) -> None:
-    conf = render_conf(tmp_path, 8080, 3002, "green", TAG_B)
+@pytest.mark.parametrize("shadow_port", [None, 3001])
+def test_nginx_config_listens_on_loopback_and_names_the_slot(tmp_path: Path, shadow_port: int | None) -> None:
+    conf = render_conf(tmp_path, 8080, 3002, "green", TAG_B, shadow_port)
     assert "listen 127.0.0.1:8080;" in conf and "server 127.0.0.1:3002" in conf
     assert "X-Deploy-Slot green" in conf and TAG_B in conf
+    assert f'return 200 "{status_line("green", TAG_B, shadow_port)}' in conf
+    mirrors = [
+        "mirror /_shadow;",
+        "server 127.0.0.1:3001",
+        "proxy_pass http://shadow_slot$request_uri;",
+        "$request_body",
+    ]
+    if shadow_port is None:  # request bodies are logged only while shadowing
+        assert not [line for line in mirrors if line in conf]
+    else:
+        assert all(line in conf for line in mirrors)
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if nginx:
         (tmp_path / "temp").mkdir()

@@ -1,18 +1,16 @@
-"""Shadow traffic's parts: the mirroring nginx config, pairing nginx's logs, and the verdict on the answers.
+"""Shadow traffic's parts: pairing nginx's logs, sampling, comparing answers, and the verdict.
 
-The whole path (real bentos behind nginx, mirrored live traffic, a refused switch) is in test_deploy_live.py.
+The mirroring nginx config is tested with the others in test_deploy_state.py; the whole path (real
+bentos behind nginx, mirrored live traffic, a refused switch) in test_deploy_live.py.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package_name }}.deploy.proxy import render_conf, status_line
 from {{ cookiecutter.package_name }}.deploy.shadow import (
     ShadowReport,
     compare_rows,
@@ -23,27 +21,6 @@ from {{ cookiecutter.package_name }}.deploy.shadow import (
     spread,
 )
 from {{ cookiecutter.package_name }}.deploy.state import Shadow, parse_state
-
-TAG = "svc:abc123"
-
-
-def test_a_shadowing_config_mirrors_to_the_new_slot_and_nginx_accepts_it(tmp_path: Path) -> None:
-    conf = render_conf(tmp_path, 8080, 3001, "blue", TAG, shadow_port=3002)
-    assert "server 127.0.0.1:3001" in conf and "server 127.0.0.1:3002" in conf
-    assert "mirror /_shadow;" in conf and "proxy_pass http://shadow_slot$request_uri;" in conf
-    assert f'return 200 "{status_line("blue", TAG, 3002)}' in conf
-    plain = render_conf(tmp_path, 8080, 3001, "blue", TAG)
-    assert "mirror /_shadow" not in plain and "shadow_slot" not in plain and "$request_body" not in plain
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if nginx:
-        (tmp_path / "temp").mkdir()
-        (tmp_path / "nginx.conf").write_text(conf)
-        tested = subprocess.run(
-            [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")],
-            capture_output=True,
-            text=True,
-        )
-        assert tested.returncode == 0, tested.stderr
 
 
 def request(rid: str, status: str = "200", uri: str = "/predict", method: str = "POST") -> dict[str, str]:
