@@ -287,11 +287,14 @@ def test_shadow_traffic_keeps_a_disagreeing_bento_out_and_lets_an_agreeing_one_i
         assert refused.returncode == 2, said
         assert "disagrees with the live slot on shadowed traffic, traffic not moved" in said, said
         assert "decisions agree on 0.500 of rows" in said, said
-        figures = re.search(r"(\d+) requests mirrored in 6 s, 0 failed", said)
+        figures = re.search(r"(\d+) requests mirrored in \d+ s, 0 failed; \d+ re-sent to both slots, 0 failed", said)
         assert figures, said
         mirrored = int(figures.group(1))
         assert mirrored >= 100, f"the idle slot got {mirrored} mirrored requests in 6 s at 40 req/s"
         assert project.answer() == ("blue", "standin-model:v1")
+        assert httpx.get(f"{project.url}/_deploy", timeout=5).text.strip() == f"blue {bentos['v1']}", "still mirrors"
+        assert "mirror" not in (nginx_dir / "nginx.conf").read_text(), "the proxy still mirrors"
+        assert not list(nginx_dir.glob("shadow-*.log")), "the logs of request bodies were left on disk"
         assert not project.status()["slots"]["green"]["running"], "the refused slot keeps running"
 
         project.git("revert", "--no-edit", "HEAD")
@@ -300,8 +303,8 @@ def test_shadow_traffic_keeps_a_disagreeing_bento_out_and_lets_an_agreeing_one_i
         print(passed.stdout)
         assert "switched traffic blue -> green" in passed.stdout, passed.stdout
         assert re.search(
-            r"shadow: \d+ requests mirrored in 6 s, 0 failed; \d+ rows of \d+ requests compared: "
-            r"decisions agree 1\.000, score difference mean 0\.0000",
+            r"shadow: \d+ requests mirrored in \d+ s, 0 failed; \d+ re-sent to both slots, 0 failed; "
+            r"\d+ rows compared: decisions agree 1\.000, score difference mean 0\.0000",
             passed.stdout,
         ), passed.stdout
         assert project.answer() == ("green", "standin-model:v1b")

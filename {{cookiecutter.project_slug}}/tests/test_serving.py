@@ -26,6 +26,7 @@ from {{ cookiecutter.package_name }}.deploy.checks import wait_ready
 from {{ cookiecutter.package_name }}.deploy.runtime import free_ports
 from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate
 from {{ cookiecutter.package_name }}.release.package import request_body
+from {{ cookiecutter.package_name }}.serving import SHADOW_HEADER
 from {{ cookiecutter.package_name }}.serving.api import SERVE_FILE, Transaction, load_serve_settings, request_model, to_columns
 from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
 
@@ -172,7 +173,8 @@ def served(
     (port,) = free_ports(1)
     log = scratch / "server.log"
     command = ["bentoml", "serve", "service:FraudDetector", "--host", "127.0.0.1", "--port", str(port)]
-    server = serve(command, bento_dir, env, log, port)
+    # Started from the bento folder, as a shell there would: the log's relative dir is under $PWD.
+    server = serve(command, bento_dir, {**env, "PWD": str(bento_dir)}, log, port)
     yield {"url": next(server), "model": model, "log": log, "bento": bento_dir}
     server.close()
 
@@ -194,7 +196,13 @@ def test_served_scores_equal_the_evaluation_predictions(served: dict[str, Any], 
 
 
 def test_the_served_model_logs_what_it_scored(served: dict[str, Any], golden: pd.DataFrame) -> None:
-    """The running service writes the scored rows to its prediction log (conf/serve's dir, from its working dir)."""
+    """The running service writes the scored rows to its prediction log (conf/serve's dir, under the folder it
+    was started from), all but the deploy engine's shadow copies."""
+    copy = body(golden, 2)
+    for row in copy["transactions"]:
+        row["amount"] = 4321.25  # a value no other request of this module sends
+    shadow = httpx.post(f"{served['url']}/predict", json=copy, headers={SHADOW_HEADER: "1"}, timeout=30)
+    assert shadow.status_code == 200, shadow.text
     response = httpx.post(f"{served['url']}/predict", json=body(golden, 3), timeout=30)
     assert response.status_code == 200, response.text
     scores = [p["fraud_probability"] for p in response.json()["predictions"]]
@@ -205,6 +213,9 @@ def test_the_served_model_logs_what_it_scored(served: dict[str, Any], golden: pd
         lines = [json.loads(text) for path in files.glob("data.*.log*") for text in path.read_text().splitlines()]
     assert [line["fraud_probability"] for line in lines[-3:]] == scores, lines[-3:]
     assert {line["model"] for line in lines} == {response.json()["model"]}
+    time.sleep(1.0)  # the writer threads had time to write the copy too, had it been queued
+    lines = [json.loads(text) for path in files.glob("data.*.log*") for text in path.read_text().splitlines()]
+    assert not [line for line in lines if line["amount"] == 4321.25], "a shadow copy reached the prediction log"
 
 
 def spoiled(golden: pd.DataFrame, field: str, value: Any, row: int = 0) -> bytes:

@@ -86,7 +86,7 @@ def agreeing(count: int, diff: float = 0.01) -> list[tuple[bool, float]]:
     [
         (50, 0, agreeing(50), None),
         (5, 0, agreeing(5), "only 5 prediction requests were mirrored (min_requests 10)"),
-        (50, 10, agreeing(40), "failed 10 of 50 requests"),
+        (50, 10, agreeing(40), "failed 10 of 50 mirrored requests"),
         (50, 0, agreeing(40) + [(False, 0.01)] * 10, "decisions agree on 0.800 of rows (min_agreement 0.9)"),
         (50, 0, agreeing(50, diff=0.2), "mean score difference 0.2000"),
         (50, 0, [], "no answers could be compared"),
@@ -95,14 +95,20 @@ def agreeing(count: int, diff: float = 0.01) -> list[tuple[bool, float]]:
 def test_the_verdict_names_every_limit_broken(
     mirrored: int, failed: int, rows: list[tuple[bool, float]], problem: str | None
 ) -> None:
-    report = judge(SETTINGS, 30.0, mirrored, failed, len(rows), rows)
+    report = judge(SETTINGS, 30.0, mirrored, failed, len(rows), 0, rows)
     assert isinstance(report, ShadowReport)
     if problem is None:
         assert report.passed and report.agreement == 1.0, report.problems
-        assert "50 requests mirrored in 30 s, 0 failed; 50 rows of 50 requests compared" in report.summary()
+        summary = "50 requests mirrored in 30 s, 0 failed; 50 re-sent to both slots, 0 failed; 50 rows compared"
+        assert summary in report.summary()
     else:
         assert not report.passed
         assert any(problem in line for line in report.problems), report.problems
+
+
+def test_failures_of_re_sent_requests_count_against_their_own_total() -> None:
+    report = judge(SETTINGS, 30.0, 50, 0, 20, 3, agreeing(17))
+    assert report.problems == ["the new slot failed 3 of 20 re-sent requests the live slot answered (max_error_rate 0.1)"]
 
 
 def test_shadow_settings_are_checked_with_the_state_file() -> None:

@@ -135,11 +135,10 @@ class LocalEngine:
         if log_path.exists():
             log_path.replace(log_path.with_suffix(".log.prev"))
         log.info("starting %s on %s:%d with %s", name, LOOPBACK, port, bento.tag)
-        process = rt.spawn(
-            bento_command(bento.tag, port),
-            log_path,
-            env=dict(TELEMETRY_OFF),
-        )
+        # Started from the project (bentos/deployment.yaml's parent), as `make serve` is: a relative
+        # prediction log dir (conf/serve) lands in the project, where tools/monitor.py reads it.
+        project = self.state_file.resolve().parent.parent
+        process = rt.spawn(bento_command(bento.tag, port), log_path, env={**TELEMETRY_OFF, "PWD": str(project)})
         return SlotRuntime(
             bento=bento.tag,
             port=port,

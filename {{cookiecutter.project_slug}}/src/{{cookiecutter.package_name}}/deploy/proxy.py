@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from ..serving import SHADOW_HEADER
 from .runtime import LOOPBACK, Process, ProxyRuntime, exit_description, require_free_port, spawn
 from .state import DeployError, SlotName
 
@@ -157,6 +158,7 @@ def _shadow_location(prefix: Path) -> list[str]:
         "            proxy_http_version 1.1;",
         '            proxy_set_header Connection "";',
         "            proxy_set_header Host $host;",
+        f"            proxy_set_header {SHADOW_HEADER} 1;  # a copy: answered, not logged by the service",
         "            proxy_connect_timeout 2s;",
         "            proxy_read_timeout 10s;",
         "        }",

@@ -19,7 +19,8 @@ from typing import Any
 
 import httpx
 
-from .proxy import SHADOW_MIRROR_LOG, SHADOW_REQUESTS_LOG, Nginx
+from ..serving import SHADOW_HEADER
+from .proxy import SHADOW_MIRROR_LOG, SHADOW_REQUESTS_LOG, Nginx, SwitchTiming
 from .runtime import LOOPBACK, ProxyRuntime
 from .state import DeployError, Shadow
 
@@ -31,10 +32,11 @@ PROGRESS_EVERY_S = 10.0
 class ShadowReport:
     """What the shadow window showed, and what (if anything) stops the switch."""
 
-    window_s: float
+    window_s: float  # from mirroring confirmed on to confirmed off
     mirrored: int  # prediction requests the live slot answered, mirrored to the new slot
-    failed: int  # of those, the new slot answered with an error or not at all
-    compared_requests: int
+    failed: int  # of those, the new slot answered with an error status or not at all
+    compared_requests: int  # re-sent to both slots
+    replay_failed: int  # of those, the new slot answered with an error, not at all, or off the contract
     compared_rows: int
     agreement: float | None  # share of rows with the same decision
     mean_score_diff: float | None
@@ -46,10 +48,12 @@ class ShadowReport:
         return not self.problems
 
     def summary(self) -> str:
-        figures = f"{self.mirrored} requests mirrored in {self.window_s:g} s, {self.failed} failed"
+        figures = f"{self.mirrored} requests mirrored in {self.window_s:.0f} s, {self.failed} failed"
+        if self.compared_requests:
+            figures += f"; {self.compared_requests} re-sent to both slots, {self.replay_failed} failed"
         if self.compared_rows:
             figures += (
-                f"; {self.compared_rows} rows of {self.compared_requests} requests compared: decisions agree "
+                f"; {self.compared_rows} rows compared: decisions agree "
                 f"{self.agreement:.3f}, score difference mean {self.mean_score_diff:.4f} max {self.max_score_diff:.4f}"
             )
         return figures
@@ -120,31 +124,49 @@ def compare_rows(live: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[
 
 
 def replay(
-    requests: list[dict[str, str]], live_port: int, new_port: int, timeout_s: float
-) -> tuple[list[tuple[bool, float]], int]:
-    """Send each captured request to both slots; (compared rows, requests the new slot failed)."""
+    requests: list[dict[str, str]], live_port: int, new_port: int, timeout_s: float, budget_s: float
+) -> tuple[list[tuple[bool, float]], int, int]:
+    """Send each captured request to both slots, for at most `budget_s` (the deploy lock is held).
+
+    Returns (compared rows, requests sent to both, requests the new slot failed). A request the live
+    slot does not answer well now (a burst, a restart) has nothing to be compared with and is skipped.
+    """
     rows: list[tuple[bool, float]] = []
-    failed = 0
-    headers = {"content-type": "application/json"}
+    sent = failed = 0
+    headers = {"content-type": "application/json", SHADOW_HEADER: "1"}  # copies: not prediction-logged
+    deadline = time.monotonic() + budget_s
     with httpx.Client(timeout=timeout_s) as client:
         for entry in requests:
+            if time.monotonic() > deadline:
+                break
             body, uri = entry.get("body", "").encode(), entry["uri"]
-            live = client.post(f"http://{LOOPBACK}:{live_port}{uri}", content=body, headers=headers)
-            if live.status_code != 200:
-                continue  # the live slot's own answer changed (a burst, a restart): nothing to compare with
+            try:
+                live = client.post(f"http://{LOOPBACK}:{live_port}{uri}", content=body, headers=headers)
+                live_rows = rows_of(live.json()) if live.status_code == 200 else None
+            except (httpx.HTTPError, ValueError):
+                live_rows = None
+            if live_rows is None:
+                continue
+            sent += 1
             try:
                 new = client.post(f"http://{LOOPBACK}:{new_port}{uri}", content=body, headers=headers)
                 if new.status_code != 200:
                     failed += 1
                     continue
-                rows += compare_rows(rows_of(live.json()), rows_of(new.json()))
+                rows += compare_rows(live_rows, rows_of(new.json()))
             except (httpx.HTTPError, ValueError, KeyError, TypeError):
                 failed += 1  # no answer, or one that is not the service's contract
-    return rows, failed
+    return rows, sent, failed
 
 
 def judge(
-    settings: Shadow, window_s: float, mirrored: int, failed: int, compared: int, rows: list[tuple[bool, float]]
+    settings: Shadow,
+    window_s: float,
+    mirrored: int,
+    failed: int,
+    compared: int,
+    replay_failed: int,
+    rows: list[tuple[bool, float]],
 ) -> ShadowReport:
     """The figures, and every limit they break."""
     diffs = [diff for _, diff in rows]
@@ -153,6 +175,7 @@ def judge(
         mirrored=mirrored,
         failed=failed,
         compared_requests=compared,
+        replay_failed=replay_failed,
         compared_rows=len(rows),
         agreement=sum(same for same, _ in rows) / len(rows) if rows else None,
         mean_score_diff=sum(diffs) / len(diffs) if diffs else None,
@@ -163,11 +186,12 @@ def judge(
             f"only {mirrored} prediction requests were mirrored (min_requests {settings.min_requests}): too little "
             "live traffic to judge; lengthen window_s or send traffic"
         )
-    if mirrored and failed / mirrored > settings.max_error_rate:
-        report.problems.append(
-            f"the new slot failed {failed} of {mirrored} requests the live slot answered "
-            f"(max_error_rate {settings.max_error_rate:g})"
-        )
+    for what, bad, total in (("mirrored", failed, mirrored), ("re-sent", replay_failed, compared)):
+        if total and bad / total > settings.max_error_rate:
+            report.problems.append(
+                f"the new slot failed {bad} of {total} {what} requests the live slot answered "
+                f"(max_error_rate {settings.max_error_rate:g})"
+            )
     if mirrored >= settings.min_requests and not rows:
         report.problems.append("no answers could be compared")
     if report.agreement is not None and report.agreement < settings.min_agreement:
@@ -195,21 +219,38 @@ def run_shadow(
     for path in logs:
         path.unlink(missing_ok=True)
     try:
-        nginx.switch(proxy, proxy.live, live_port, proxy.bento, drain_timeout_s, shadow_port=new_port)
+        started = time.monotonic()
+        on = nginx.switch(proxy, proxy.live, live_port, proxy.bento, drain_timeout_s, shadow_port=new_port)
+        mirroring_since = started + on.confirmed_s
         try:
             _wait(settings.window_s, logs[1])
         finally:
-            # Mirroring off; the old workers finish (and log) the mirrored requests they hold first.
-            nginx.switch(proxy, proxy.live, live_port, proxy.bento, drain_timeout_s)
+            stopping = time.monotonic()
+            off = _stop_mirroring(nginx, proxy, live_port, new_port, drain_timeout_s)
+        # A mirrored request still held by a worker that outlived the drain has only half its log
+        # lines; pairing by request id leaves it out.
+        window_s = stopping + off.confirmed_s - mirroring_since
         answered, failed = mirrored_predictions(read_log(logs[0]), read_log(logs[1]))
         sample = spread(answered, settings.max_compared)
-        rows, replay_failed = replay(sample, live_port, new_port, request_timeout_s)
-        return judge(settings, settings.window_s, len(answered), failed + replay_failed, len(sample), rows)
-    except httpx.HTTPError as error:
-        raise DeployError(f"shadow comparison failed: {error!r}") from None
+        rows, sent, replay_failed = replay(sample, live_port, new_port, request_timeout_s, max(30.0, window_s))
+        return judge(settings, window_s, len(answered), failed, sent, replay_failed, rows)
     finally:
         for path in logs:  # they hold request bodies: customer data does not stay on disk
             path.unlink(missing_ok=True)
+
+
+def _stop_mirroring(
+    nginx: Nginx, proxy: ProxyRuntime, live_port: int, new_port: int, drain_timeout_s: float
+) -> SwitchTiming:
+    """Back to the plain config. If nginx refuses, it keeps mirroring (switch() restored the mirroring
+    config): say so loudly, since request bodies are still logged."""
+    try:
+        return nginx.switch(proxy, proxy.live, live_port, proxy.bento, drain_timeout_s)
+    except DeployError as error:
+        raise DeployError(
+            f"could not turn shadow mirroring off ({error}); nginx still mirrors to port {new_port} and logs "
+            f"request bodies under {nginx.prefix}: run `python tools/deploy.py apply` again or `deploy.py stop`"
+        ) from None
 
 
 def _wait(window_s: float, mirror_log: Path) -> None:

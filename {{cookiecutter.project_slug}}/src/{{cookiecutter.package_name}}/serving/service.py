@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bentoml
 from pydantic import ValidationError
 
+from . import SHADOW_HEADER
 from .api import (
     EXAMPLE_FILE,
     MODEL_FILE,
@@ -40,6 +42,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger(__name__)
 JSON_TYPES = (b"application/json",)
+# Set per request by RequestGuard; a request runs in its own task and its handler in a thread that
+# inherits the task's context, so the handler sees its own request's value.
+shadow_copy: ContextVar[bool] = ContextVar("shadow_copy", default=False)
+SHADOW = SHADOW_HEADER.lower().encode()
 
 
 class RequestGuard:
@@ -57,6 +63,7 @@ class RequestGuard:
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
+        shadow_copy.set(SHADOW in headers)
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if media_type not in JSON_TYPES:
             return await refuse(scope, send, 415, "the body must be JSON (content-type: application/json)")
@@ -192,7 +199,7 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
         @bentoml.api(route="/predict", input_spec=request)
         def predict(self, transactions: list[Any]) -> PredictResponse:
             """Score 1..max_rows_per_request transactions in one request."""
-            return predict_rows(self.model, transactions, self.tag, self.log)
+            return predict_rows(self.model, transactions, self.tag, None if shadow_copy.get() else self.log)
 
         @bentoml.api(
             route="/predict_batched",
@@ -205,7 +212,8 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
             """Adaptive batching: rows of concurrent requests scored in one model call.
 
             Each request is validated on its own before it joins a batch, so a bad row fails only
-            its own request and the batch holds valid rows only.
+            its own request and the batch holds valid rows only. A batch mixes requests, so shadow
+            copies sent here are logged like the rest.
             """
             return score_rows(self.model, transactions, self.log)
 
