@@ -112,8 +112,9 @@ def server(command: list[str], cwd: Path, env: dict[str, str], port: int, log: P
     """A server process on 127.0.0.1:port, ready; yields its base url, pid and start-to-ready seconds."""
     started = time.perf_counter()
     with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        process = subprocess.Popen(  # PWD as a shell in cwd sets it: the prediction log lands in the project
+            command, cwd=cwd, env={**env, "PWD": str(cwd)}, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True
         )
     base = f"http://127.0.0.1:{port}"
     try:
