@@ -108,7 +108,9 @@ def test_the_verdict_names_every_limit_broken(
 
 def test_failures_of_re_sent_requests_count_against_their_own_total() -> None:
     report = judge(SETTINGS, 30.0, 50, 0, 20, 3, agreeing(17))
-    assert report.problems == ["the new slot failed 3 of 20 re-sent requests the live slot answered (max_error_rate 0.1)"]
+    assert report.problems == [
+        "the new slot failed 3 of 20 re-sent requests the live slot answered (max_error_rate 0.1)"
+    ]
 
 
 def test_shadow_settings_are_checked_with_the_state_file() -> None:
