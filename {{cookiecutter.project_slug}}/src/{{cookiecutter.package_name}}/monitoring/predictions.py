@@ -76,13 +76,14 @@ class JsonLinesMonitor(MonitorBase[Any]):
                 except queue.Empty:
                     break
             stopping = batch[-1] is None
-            records = [item for item in batch if item is not None]
-            try:
-                if records:
-                    text = "\n".join(self._lines(*item) for item in records)
-                    self.handler.handle(logging.makeLogRecord({"msg": text}))
-            except Exception:  # a bad record must not stop the log; the handler reports write errors itself
-                logging.getLogger(__name__).exception("prediction log: %d records could not be written", len(records))
+            lines = []
+            for item in batch:
+                try:
+                    lines += [self._lines(*item)] if item is not None else []
+                except Exception:  # a bad record costs only itself, never the log or the rest of the burst
+                    logging.getLogger(__name__).exception("prediction log: a record could not be written")
+            if lines:  # the handler reports its own write errors
+                self.handler.handle(logging.makeLogRecord({"msg": "\n".join(lines)}))
             if not stopping:
                 time.sleep(WRITE_EVERY_S)
         self.handler.close()
