@@ -64,7 +64,8 @@ def simulate(cfg: DictConfig, directory: Path, bodies: list[dict[str, object]]) 
     from {{ cookiecutter.package_name }}.training.artifact import load_model
 
     model, tag = load_model(cfg.paths.model), f"local:{cfg.paths.model}"
-    settings = PredictionLogSettings.model_validate({**cfg.serve.prediction_log, "dir": str(directory)})
+    # The folder as this command was given it (relative: to its working directory), not as a server resolves it.
+    settings = PredictionLogSettings.model_validate({**cfg.serve.prediction_log, "dir": str(directory.resolve())})
     hook, request = PredictionLog(settings, tag), request_model(cfg.serve.max_rows_per_request)
     for body in bodies:
         predict_rows(model, request.model_validate_json(json.dumps(body)).transactions, tag, hook)  # type: ignore[attr-defined]
