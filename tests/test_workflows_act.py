@@ -108,9 +108,18 @@ def test_baked_workflows_match_the_schema_and_act_lists_every_job(tmp_path: Path
 # -- real runs -------------------------------------------------------------------------------------
 
 
-# The proof tier (.ci/run) runs every job act can run. The project's slow tier runs here, under act, as
-# its `slow tests` job: this is its proof in .ci/run (tests/test_baked_project.py runs it directly, slow tier).
 @pytest.mark.proof
+def test_act_runs_ci_lint(project_copy: Path, tmp_path: Path) -> None:
+    """`ci`'s pre-commit job on a pull request: every hook, offline, as GitHub would run it."""
+    result = act(project_copy, tmp_path / "act", "pull_request", "-e", ".github/events/pull_request.json",
+                 "-W", ".github/workflows/ci.yml", "-j", "lint")
+    assert_succeeded(result, ["pre-commit"])
+
+
+# Slow tier, not proof: act runs ci's three jobs at once, and the project's slow tier then shares the two
+# cores with the fast tier; its SQLite-backed training tests hit "database is locked" in one of three runs here.
+# .ci/run runs the project's slow tier directly instead (tests/test_baked_project.py).
+@pytest.mark.slow
 def test_act_runs_all_of_ci(project_copy: Path, tmp_path: Path) -> None:
     """The whole `ci` workflow: pre-commit, the fast tier (notebook included) and the slow tier (real bentos, nginx)."""
     remote = project_copy.parent / f"{project_copy.name}-dvc-remote"
