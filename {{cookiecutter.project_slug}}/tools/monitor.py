@@ -34,7 +34,7 @@ from {{ cookiecutter.package_name }}.monitoring.drift import (
     log_files,
     read_traffic,
 )
-from {{ cookiecutter.package_name }}.monitoring.predictions import PredictionLog
+from {{ cookiecutter.package_name }}.monitoring.predictions import PredictionLog, resolve_log_dir
 from {{ cookiecutter.package_name }}.monitoring.report import html_report
 from {{ cookiecutter.package_name }}.release.package import request_body
 from {{ cookiecutter.package_name }}.serving.api import PredictionLogSettings, predict_rows, request_model
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scored {args.rows} generated rows (drift {args.drift}) via {args.send_to or 'the local model'}")
         return 0
 
-    logs = args.logs or Path(cfg.serve.prediction_log.dir)
+    logs = args.logs or resolve_log_dir(cfg.serve.prediction_log.dir)  # where a server started here writes
     if not Path(cfg.paths.validated).exists():
         print(f"ERROR: {cfg.paths.validated} is missing: `dvc pull` (or `dvc repro validate`) first", file=sys.stderr)
         return 2

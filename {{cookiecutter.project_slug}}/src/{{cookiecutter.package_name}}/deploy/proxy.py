@@ -104,16 +104,23 @@ def render_conf(
         *(_shadow_location(p) if shadow_port is not None else []),
         "        location / {",
         *(_mirror_directives(p) if shadow_port is not None else []),
-        "            proxy_pass http://live_slot;",
-        "            proxy_http_version 1.1;",
-        '            proxy_set_header Connection "";',
-        "            proxy_set_header Host $host;",
+        *_proxied("http://live_slot"),
         "            proxy_read_timeout 60s;",
         "        }",
         "    }",
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _proxied(target: str) -> list[str]:
+    """Pass the request on over keep-alive upstream connections, with the client's Host."""
+    return [
+        f"            proxy_pass {target};",
+        "            proxy_http_version 1.1;",
+        '            proxy_set_header Connection "";',
+        "            proxy_set_header Host $host;",
+    ]
 
 
 def _upstream(name: str, port: int) -> list[str]:
@@ -154,10 +161,7 @@ def _shadow_location(prefix: Path) -> list[str]:
         "            internal;",
         "            log_subrequest on;",
         f"            access_log {prefix}/{SHADOW_MIRROR_LOG} shadow_mirror;",
-        "            proxy_pass http://shadow_slot$request_uri;",
-        "            proxy_http_version 1.1;",
-        '            proxy_set_header Connection "";',
-        "            proxy_set_header Host $host;",
+        *_proxied("http://shadow_slot$request_uri"),
         f"            proxy_set_header {SHADOW_HEADER} 1;  # a copy: answered, not logged by the service",
         "            proxy_connect_timeout 2s;",
         "            proxy_read_timeout 10s;",

@@ -130,9 +130,8 @@ class PredictionLog:
     def __init__(self, settings: PredictionLogSettings, model_tag: str, name: str = MONITOR_NAME) -> None:
         # BentoML keeps one monitor per name and process, made with the options of its first use.
         self.name = name
-        self.directory = resolve_log_dir(settings.dir)
-        self.options = {"log_path": str(self.directory), "model_tag": model_tag, "keep_days": settings.keep_days}
-
+        directory = str(resolve_log_dir(settings.dir))
+        self.options = {"log_path": directory, "model_tag": model_tag, "keep_days": settings.keep_days}
         self.monitor: MonitorBase[Any] | None = None
 
     def __call__(self, columns: dict[str, np.ndarray], probabilities: np.ndarray) -> None:
