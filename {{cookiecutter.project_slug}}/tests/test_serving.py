@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import gc
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import numpy as np
 import pandas as pd
@@ -28,6 +34,7 @@ from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate
 from {{ cookiecutter.package_name }}.release.package import request_body
 from {{ cookiecutter.package_name }}.serving import SHADOW_HEADER
 from {{ cookiecutter.package_name }}.serving.api import SERVE_FILE, Transaction, load_serve_settings, request_model, to_columns
+from {{ cookiecutter.package_name }}.serving.service import PromptTimeout, score_off_loop_if_large, use_prompt_timeout
 from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
 
 ROW_CAP = 1000
@@ -106,6 +113,78 @@ def test_serve_settings_are_required(tmp_path: Path) -> None:
     (tmp_path / SERVE_FILE).write_text(json.dumps({"model_tag": "m:1", "max_rows_per_request": 10}))
     with pytest.raises(ValidationError, match="missing"):
         load_serve_settings(tmp_path / SERVE_FILE)
+
+
+def test_small_requests_are_scored_on_the_event_loop_large_ones_in_the_pool() -> None:
+    """Inline up to inline_max_rows (cheaper than a thread hand-over); beyond, the loop stays free."""
+
+    async def scored_on(rows: int) -> tuple[int, int]:
+        pool = anyio.CapacityLimiter(1)
+        loop_thread = threading.get_ident()
+        return loop_thread, await score_off_loop_if_large(threading.get_ident, rows, inline_max_rows=2, pool=pool)
+
+    for rows in (1, 2):
+        loop_thread, scoring_thread = asyncio.run(scored_on(rows))
+        assert scoring_thread == loop_thread, rows
+    loop_thread, scoring_thread = asyncio.run(scored_on(3))
+    assert scoring_thread != loop_thread
+
+
+async def answer_after(delay_s: float, scope: Any, receive: Any, send: Any) -> None:
+    await asyncio.sleep(delay_s)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def timed_call(timeout_s: float, delay_s: float) -> list[dict[str, Any]]:
+    """The messages PromptTimeout sends for an app that starts answering after `delay_s`."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    app = PromptTimeout(functools.partial(answer_after, delay_s), timeout=timeout_s)
+    asyncio.run(app({"type": "http", "path": "/predict"}, None, send))
+    return sent
+
+
+def test_the_request_timeout_answers_504_only_when_nothing_was_answered_in_time() -> None:
+    assert [m.get("status") for m in timed_call(5.0, 0.0)] == [200, None]
+    late = timed_call(0.05, 1.0)
+    assert late[0]["status"] == 504 and b"no answer within 0.05 s" in late[1]["body"]
+
+
+REQUEST_OBJECT: contextvars.ContextVar[object] = contextvars.ContextVar("request_object")
+
+
+class Marker:
+    """Stands for a request's objects, reachable from the context it was handled in."""
+
+
+def test_the_request_timeout_lets_answered_requests_go() -> None:
+    """BentoML's own timeout keeps every request's context alive for the whole timeout after its answer
+    (its timer is never cancelled); PromptTimeout's cancelled timers are purged by asyncio once they are
+    over half of the scheduled ones, so only a bounded few are held at any time."""
+
+    async def serve_many(middleware: type[Any], requests: int) -> int:
+        alive = []
+        for _ in range(requests):
+            marker = Marker()
+            alive.append(weakref.ref(marker))
+            REQUEST_OBJECT.set(marker)
+            del marker
+            await middleware(functools.partial(answer_after, 0.0), timeout=30)(
+                {"type": "http"}, None, lambda message: asyncio.sleep(0)
+            )
+        REQUEST_OBJECT.set(None)
+        gc.collect()
+        return sum(ref() is not None for ref in alive)
+
+    assert asyncio.run(serve_many(PromptTimeout, 1000)) <= 200
+    use_prompt_timeout()
+    from bentoml._internal.server.http import traffic
+
+    assert traffic.TimeoutMiddleware is PromptTimeout  # what BentoML builds its timeout middleware from
 
 
 TRAINING_ONLY = ("lightning", "mlflow", "hydra", "omegaconf", "torchmetrics", "dvc")

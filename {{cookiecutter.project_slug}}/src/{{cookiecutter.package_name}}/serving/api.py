@@ -52,6 +52,7 @@ class ServeSettings(BaseModel):
     max_latency_ms: int = Field(ge=1)
     workers: int = Field(ge=1)
     threads: int = Field(ge=1)
+    inline_max_rows: int = Field(ge=0)
     torch_threads: int = Field(ge=1)
     max_concurrency: int = Field(ge=1)
     timeout_s: int = Field(ge=1)

@@ -1,19 +1,23 @@
 """The BentoML service: POST /predict and /predict_batched, ready only once the model answered a warm-up call.
 
 Built from the packaged serve settings (conf/serve + the exact model tag, see `build_service`):
-without them the service does not start. Handlers are plain `def`, so BentoML runs them in its
-thread pool (`threads`) and the event loop keeps accepting and parsing requests meanwhile.
+without them the service does not start. Handlers are `async`: a small request is scored on the
+event loop (cheaper than a hand-over to a thread), a large one in a pool of `threads` so that the
+loop keeps accepting and parsing requests meanwhile (`score_off_loop_if_large`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio.to_thread
 import bentoml
 from pydantic import ValidationError
 
@@ -46,6 +50,7 @@ JSON_TYPES = (b"application/json",)
 # inherits the task's context, so the handler sees its own request's value.
 shadow_copy: ContextVar[bool] = ContextVar("shadow_copy", default=False)
 SHADOW = SHADOW_HEADER.lower().encode()
+Result = TypeVar("Result")
 
 
 class RequestGuard:
@@ -73,6 +78,49 @@ class RequestGuard:
         if body is None:
             return await refuse(scope, send, 413, f"the body is larger than {self.max_body_bytes} bytes")
         return await self.app(scope, replay(body, receive), send)
+
+
+class PromptTimeout:
+    """BentoML's request timeout (`traffic.timeout`), with its timer cancelled once the response starts.
+
+    BentoML 1.4's TimeoutMiddleware never cancels the timer it starts per request, so each request's
+    context (and through it the request) stays alive for the whole timeout after its answer: at
+    ~1,000 req/s and 30 s, ~300k objects that every full garbage collection walks (pauses of 150 ms,
+    p99 latency tripled, measured). `use_prompt_timeout` puts this class in its place.
+    """
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if not started:  # from now on the client gets this answer, however long it takes
+                started = True
+                deadline.reschedule(None)
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+                await self.app(scope, receive, sending)
+        except TimeoutError:
+            if started or not deadline.expired():
+                raise
+            await refuse(scope, send, 504, f"no answer within {self.timeout:g} s")
+
+
+def use_prompt_timeout() -> None:
+    """Make BentoML build its timeout middleware from PromptTimeout (it looks the class up per app)."""
+    from bentoml._internal.server.http import traffic
+
+    if not hasattr(traffic, "TimeoutMiddleware"):
+        raise RuntimeError("bentoml moved its TimeoutMiddleware: check whether PromptTimeout is still needed")
+    traffic.TimeoutMiddleware = PromptTimeout  # type: ignore[misc,assignment]
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
@@ -140,6 +188,19 @@ def describe(error: Any) -> str:
     return f"{where} ({error['type']}{detail})"
 
 
+async def score_off_loop_if_large(
+    score: Callable[[], Result], rows: int, inline_max_rows: int, pool: anyio.CapacityLimiter
+) -> Result:
+    """Run `score` on the event loop when the request is small, else in a thread of `pool`.
+
+    A row costs ~0.15 ms to score, a hand-over to a thread and back ~0.4 ms under load: inline, small
+    requests go faster. A large request would hold the loop for milliseconds, so it goes to the pool.
+    """
+    if rows <= inline_max_rows:
+        return score()
+    return await anyio.to_thread.run_sync(score, limiter=pool)
+
+
 def load_for_serving(path: str, torch_threads: int) -> ScoringModel:
     """torch is imported here, not at module level: BentoML's supervisor imports this module only for its config."""
     import torch
@@ -162,6 +223,7 @@ def prediction_log(settings: ServeSettings, model_tag: str) -> ScoreHook | None:
 def build_service(settings_path: Path) -> Any:
     """The service class for the settings at `settings_path` (the bento's serve.json)."""
     settings = load_serve_settings(settings_path)
+    use_prompt_timeout()
     return _service_class(settings, request_model(settings.max_rows_per_request))
 
 
@@ -186,20 +248,34 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
             self.model = load_for_serving(self.model_ref.path_of(MODEL_FILE), settings.torch_threads)
             self.tag = str(self.model_ref.tag)
             self.log: ScoreHook | None = None
+            self.pool: anyio.CapacityLimiter | None = None  # made on the event loop, at the first large request
             example = Path(self.model_ref.path_of(EXAMPLE_FILE)).read_bytes()
             # Warm-up through the request path; /readyz waits for it to succeed.
-            self.predict(request.model_validate_json(example).transactions)
+            predict_rows(self.model, request.model_validate_json(example).transactions, self.tag)
             # After the warm-up: the log holds served traffic only.
             self.log = prediction_log(settings, self.tag)
+            # What is alive now (modules, the model, BentoML) lives as long as the process: frozen, it is
+            # out of the collector's sight, so a full collection under load no longer walks all of it
+            # (p99 at 16 connections ~100 ms without, ~15 ms with, measured).
+            gc.collect()
+            gc.freeze()
             self.ready = True
 
         def __is_ready__(self) -> bool:
             return self.ready
 
+        async def off_loop_if_large(self, score: Callable[[], Result], rows: int) -> Result:
+            if self.pool is None:
+                self.pool = anyio.CapacityLimiter(settings.threads)
+            return await score_off_loop_if_large(score, rows, settings.inline_max_rows, self.pool)
+
         @bentoml.api(route="/predict", input_spec=request)
-        def predict(self, transactions: list[Any]) -> PredictResponse:
+        async def predict(self, transactions: list[Any]) -> PredictResponse:
             """Score 1..max_rows_per_request transactions in one request."""
-            return predict_rows(self.model, transactions, self.tag, None if shadow_copy.get() else self.log)
+            log = None if shadow_copy.get() else self.log
+            return await self.off_loop_if_large(
+                lambda: predict_rows(self.model, transactions, self.tag, log), len(transactions)
+            )
 
         @bentoml.api(
             route="/predict_batched",
@@ -208,14 +284,16 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
             max_batch_size=settings.max_batch_size,
             max_latency_ms=settings.max_latency_ms,
         )
-        def predict_batched(self, transactions: list[Any]) -> list[Prediction]:
+        async def predict_batched(self, transactions: list[Any]) -> list[Prediction]:
             """Adaptive batching: rows of concurrent requests scored in one model call.
 
             Each request is validated on its own before it joins a batch, so a bad row fails only
             its own request and the batch holds valid rows only. A batch mixes requests, so shadow
             copies sent here are logged like the rest.
             """
-            return score_rows(self.model, transactions, self.log)
+            return await self.off_loop_if_large(
+                lambda: score_rows(self.model, transactions, self.log), len(transactions)
+            )
 
     service: Any = FraudDetector  # a bentoml Service at run time, whatever the decorator's types say
     service.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
