@@ -42,7 +42,8 @@ def test_dvc_repro_runs_the_shipped_pipeline_then_is_a_no_op(project_copy: Path)
 
 
 
-@pytest.mark.proof
+# The proof tier runs this same slow tier through act, as ci's `slow tests` job (tests/test_workflows_act.py).
+@pytest.mark.slow
 def test_its_slow_tier_passes_with_nothing_skipped(default_project: Path) -> None:
     """The project's slow tier holds the only proof of its servers: real bentos over HTTP, blue-green behind
     nginx, whole-pipeline runs with a real champion, kill -9 and resume, DDP on CPU."""
