@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import gc
@@ -22,6 +23,7 @@ import anyio
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import yaml
 from conftest import PROJECT, run
@@ -415,6 +417,34 @@ def test_batched_requests_fail_alone(served: dict[str, Any], golden: pd.DataFram
         expected = model.predict_proba(golden.iloc[3 * i : 3 * i + 3])
         assert [p["transaction_id"] for p in answer.json()] == ids
         np.testing.assert_allclose([p["fraud_probability"] for p in answer.json()], expected, rtol=0, atol=1e-6)
+
+
+def test_a_worker_ends_with_its_killed_supervisor(served: dict[str, Any], tmp_path: Path) -> None:
+    """kill -9 of `bentoml serve` leaves no orphan worker answering on the port (nor holding it)."""
+    bento = served["bento"]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT / "src"), "BENTOML_HOME": str(bento.parent / "bentoml")}
+    (port,) = free_ports(1)
+    url, log = f"http://127.0.0.1:{port}", tmp_path / "server.log"
+    command = ["bentoml", "serve", "service:FraudDetector", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as output:
+        supervisor = subprocess.Popen(
+            command, cwd=bento, env={**env, "PWD": str(bento)}, stdout=output, stderr=subprocess.STDOUT
+        )
+    workers: list[psutil.Process] = []
+    try:
+        wait_ready(url, 120, alive=lambda: supervisor.poll() is None, describe_exit=lambda: log.read_text()[-3000:])
+        workers = psutil.Process(supervisor.pid).children(recursive=True)
+        assert workers, "bentoml serve started no worker process"
+        supervisor.kill()  # SIGKILL to the supervisor alone, as the OOM killer or a careless kill -9 would
+        supervisor.wait(timeout=10)
+        _, orphans = psutil.wait_procs(workers, timeout=30)
+        assert not orphans, f"workers outlived their supervisor: {[w.pid for w in orphans]}"
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/readyz", timeout=5)
+    finally:
+        for process in [*workers, psutil.Process(supervisor.pid)] if supervisor.poll() is None else workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
 
 
 def test_docs_probes_and_metrics(served: dict[str, Any]) -> None:

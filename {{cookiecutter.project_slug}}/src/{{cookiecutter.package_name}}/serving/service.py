@@ -12,6 +12,9 @@ import asyncio
 import gc
 import json
 import logging
+import os
+import signal
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -201,6 +204,24 @@ async def score_off_loop_if_large(
     return await anyio.to_thread.run_sync(score, limiter=pool)
 
 
+def end_with_supervisor() -> None:
+    """This worker ends when the `bentoml serve` process that started it ends, even by kill -9.
+
+    Otherwise the worker lives on as an orphan that keeps answering on the port, with no supervisor
+    to stop or restart it, and a new `make serve` finds the port taken. Linux: the kernel sends
+    SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    supervisor = os.getppid()
+    if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0) != 0:  # 1: PR_SET_PDEATHSIG
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: this worker would outlive a killed supervisor")
+    elif os.getppid() != supervisor:  # the supervisor died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def load_for_serving(path: str, torch_threads: int) -> ScoringModel:
     """torch is imported here, not at module level: BentoML's supervisor imports this module only for its config."""
     import torch
@@ -244,6 +265,7 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
 
         def __init__(self) -> None:
             self.ready = False
+            end_with_supervisor()
             logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorLog())
             self.model = load_for_serving(self.model_ref.path_of(MODEL_FILE), settings.torch_threads)
             self.tag = str(self.model_ref.tag)
