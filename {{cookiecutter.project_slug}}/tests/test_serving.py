@@ -218,8 +218,15 @@ STORE_MODEL = (
 )
 
 
-def serve(command: list[str], cwd: Path, env: dict[str, str], log: Path, port: int) -> Iterator[str]:
-    """Run a server until the generator is closed; yields its base URL once /readyz answers 200."""
+def bento_command(port: int) -> list[str]:
+    """`bentoml serve` of the service in the current folder (a bento folder with its serve.json)."""
+    return ["bentoml", "serve", "service:FraudDetector", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def start_server(
+    command: list[str], cwd: Path, env: dict[str, str], log: Path, port: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A server in a session of its own, and its base URL, once /readyz answers 200 (stopped if it never does)."""
     with log.open("wb") as output:
         server = subprocess.Popen(
             command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
@@ -227,6 +234,17 @@ def serve(command: list[str], cwd: Path, env: dict[str, str], log: Path, port: i
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, 120, alive=lambda: server.poll() is None, describe_exit=lambda: log.read_text()[-3000:])
+    except BaseException:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        raise
+    return server, url
+
+
+def serve(command: list[str], cwd: Path, env: dict[str, str], log: Path, port: int) -> Iterator[str]:
+    """Run a server until the generator is closed; yields its base URL once /readyz answers 200."""
+    server, url = start_server(command, cwd, env, log, port)
+    try:
         yield url
     finally:
         os.killpg(server.pid, 15)
@@ -253,10 +271,10 @@ def served(
     (bento_dir / SERVE_FILE).write_text(json.dumps({**settings, "model_tag": tag.stdout.strip().splitlines()[-1]}))
     (port,) = free_ports(1)
     log = scratch / "server.log"
-    command = ["bentoml", "serve", "service:FraudDetector", "--host", "127.0.0.1", "--port", str(port)]
     # Started from the bento folder, as a shell there would: the log's relative dir is under $PWD.
-    server = serve(command, bento_dir, {**env, "PWD": str(bento_dir)}, log, port)
-    yield {"url": next(server), "model": model, "log": log, "bento": bento_dir}
+    env = {**env, "PWD": str(bento_dir)}
+    server = serve(bento_command(port), bento_dir, env, log, port)
+    yield {"url": next(server), "model": model, "log": log, "bento": bento_dir, "env": env}
     server.close()
 
 
@@ -421,18 +439,10 @@ def test_batched_requests_fail_alone(served: dict[str, Any], golden: pd.DataFram
 
 def test_a_worker_ends_with_its_killed_supervisor(served: dict[str, Any], tmp_path: Path) -> None:
     """kill -9 of `bentoml serve` leaves no orphan worker answering on the port (nor holding it)."""
-    bento = served["bento"]
-    env = {**os.environ, "PYTHONPATH": str(PROJECT / "src"), "BENTOML_HOME": str(bento.parent / "bentoml")}
     (port,) = free_ports(1)
-    url, log = f"http://127.0.0.1:{port}", tmp_path / "server.log"
-    command = ["bentoml", "serve", "service:FraudDetector", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as output:
-        supervisor = subprocess.Popen(
-            command, cwd=bento, env={**env, "PWD": str(bento)}, stdout=output, stderr=subprocess.STDOUT
-        )
+    supervisor, url = start_server(bento_command(port), served["bento"], served["env"], tmp_path / "server.log", port)
     workers: list[psutil.Process] = []
     try:
-        wait_ready(url, 120, alive=lambda: supervisor.poll() is None, describe_exit=lambda: log.read_text()[-3000:])
         workers = psutil.Process(supervisor.pid).children(recursive=True)
         assert workers, "bentoml serve started no worker process"
         supervisor.kill()  # SIGKILL to the supervisor alone, as the OOM killer or a careless kill -9 would

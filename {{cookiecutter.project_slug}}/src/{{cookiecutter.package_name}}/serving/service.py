@@ -114,7 +114,8 @@ class PromptTimeout:
         except TimeoutError:
             if started or not deadline.expired():
                 raise
-            await refuse(scope, send, 504, f"no answer within {self.timeout:g} s")
+            log.warning("timeout 504 on %s: no answer within %g s", scope.get("path"), self.timeout)
+            await reply(send, 504, {"error": f"no answer within {self.timeout:g} s"})
 
 
 def use_prompt_timeout() -> None:
@@ -270,7 +271,7 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
             self.model = load_for_serving(self.model_ref.path_of(MODEL_FILE), settings.torch_threads)
             self.tag = str(self.model_ref.tag)
             self.log: ScoreHook | None = None
-            self.pool: anyio.CapacityLimiter | None = None  # made on the event loop, at the first large request
+            self.pool = anyio.CapacityLimiter(settings.threads)  # binds to the event loop at its first use
             example = Path(self.model_ref.path_of(EXAMPLE_FILE)).read_bytes()
             # Warm-up through the request path; /readyz waits for it to succeed.
             predict_rows(self.model, request.model_validate_json(example).transactions, self.tag)
@@ -287,16 +288,14 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
             return self.ready
 
         async def off_loop_if_large(self, score: Callable[[], Result], rows: int) -> Result:
-            if self.pool is None:
-                self.pool = anyio.CapacityLimiter(settings.threads)
             return await score_off_loop_if_large(score, rows, settings.inline_max_rows, self.pool)
 
         @bentoml.api(route="/predict", input_spec=request)
         async def predict(self, transactions: list[Any]) -> PredictResponse:
             """Score 1..max_rows_per_request transactions in one request."""
-            log = None if shadow_copy.get() else self.log
+            on_scored = None if shadow_copy.get() else self.log
             return await self.off_loop_if_large(
-                lambda: predict_rows(self.model, transactions, self.tag, log), len(transactions)
+                lambda: predict_rows(self.model, transactions, self.tag, on_scored), len(transactions)
             )
 
         @bentoml.api(
