@@ -20,10 +20,11 @@ import torch
 from conftest import make_workspace, run
 from omegaconf import OmegaConf
 
+from {{ cookiecutter.package_name }}.errors import TrainingError
 from {{ cookiecutter.package_name }}.lineage import file_md5
 from {{ cookiecutter.package_name }}.training.artifact import load_model
 from {{ cookiecutter.package_name }}.training.model import FraudClassifier
-from {{ cookiecutter.package_name }}.training.train import LAST_CHECKPOINT, TrainingError, resume_point, write_run_state
+from {{ cookiecutter.package_name }}.training.run_state import LAST_CHECKPOINT, resume_point, write_run_state
 
 TRAIN = [sys.executable, "pipelines/train.py"]
 

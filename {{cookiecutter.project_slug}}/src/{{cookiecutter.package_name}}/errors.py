@@ -3,3 +3,7 @@
 
 class PipelineError(Exception):
     """Base of every expected, user-fixable failure."""
+
+
+class TrainingError(PipelineError):
+    """The train stage cannot run what was asked (config, data, hardware, resume)."""

@@ -1,55 +1,48 @@
-"""train(cfg) -> metrics: the testable core of the `train` stage.
+"""train(cfg) -> metrics: the testable core of the `train` stage, read top to bottom.
 
-Everything the config asks for is checked before anything is written: a bad key or a
-missing GPU leaves the checkpoints and the MLflow store as they were. A run records
-who it is (config and data) beside its checkpoints, so `train.resume=true` continues
-only the very run that was interrupted, and every MLflow run ends with a status.
+Check the config, load the data, then fit and write the artifact. What makes a run resumable and
+always closed (run identity, resume point, run directory, signals) is run_state.py; what the config
+may ask for is build.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import importlib
-import inspect
-import json
 import logging
 import os
-import shutil
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig
 
-from ..errors import PipelineError
-from ..files import write_atomically, write_json, write_summary
-from ..lineage import data_versions, file_md5, record_lineage
+from ..errors import TrainingError
+from ..files import write_json, write_summary
+from ..lineage import data_versions, record_lineage
 from .artifact import ScoringModel
+from .build import check_trainable
 from .datamodule import TransactionsDataModule
 from .model import FraudClassifier
-from .tracking import close_stale_run, end_run, log_training_run, mlflow_logger, start_run
+from .run_state import (
+    LAST_CHECKPOINT,
+    LastCheckpoint,
+    closing_run,
+    launched_as_rank_zero,
+    open_run_directory,
+    read_run_state,
+    resume_point,
+    run_identity,
+    write_run_state,
+)
+from .tracking import log_training_run, mlflow_logger, start_run
 
 log = logging.getLogger(__name__)
 BEST_CHECKPOINT = "best"
-LAST_CHECKPOINT = "last.ckpt"
-RUN_STATE = "run.json"
-# Trainer arguments the stage sets itself; a config value for them would be silently overridden.
-STAGE_TRAINER_ARGUMENTS = ("logger", "callbacks", "enable_progress_bar", "enable_model_summary", "default_root_dir")
-
-
-class TrainingError(PipelineError):
-    pass
 
 
 class ResidentData(Callback):
@@ -82,89 +75,6 @@ class EpochSummary(Callback):
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.1f}s)", flush=True)
 
 
-class LastCheckpoint(Checkpoint):
-    """`last.ckpt` after every epoch, replaced atomically, carrying the RNG state.
-
-    Lightning's own `save_last` only writes when the monitored metric improved, so a killed
-    run used to resume from its best epoch, not its last. Dropout draws from the global RNG:
-    restoring it makes a resumed run end with the same weights as an unbroken one.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        partial = self.path.with_name(self.path.name + ".partial")
-        trainer.save_checkpoint(partial, weights_only=False)
-        if trainer.is_global_zero:
-            os.replace(partial, self.path)
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        checkpoint["torch_rng_state"] = torch.get_rng_state()
-
-    def on_load_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        if "torch_rng_state" in checkpoint:
-            torch.set_rng_state(checkpoint["torch_rng_state"])
-
-
-def check_accelerator(trainer_cfg: DictConfig) -> None:
-    """A clear message instead of a deep stack trace when the config asks for hardware that is not here."""
-    if str(trainer_cfg.get("accelerator", "cpu")) not in ("gpu", "cuda"):
-        return
-    if not torch.cuda.is_available():
-        raise TrainingError(
-            "this config asks for a GPU (trainer.accelerator=gpu) but none is visible to torch "
-            "(torch.cuda.is_available() is False). Train on CPU with `dvc exp run -S trainer=cpu` "
-            "or run on a machine with a CUDA GPU and a CUDA build of torch."
-        )
-    devices = trainer_cfg.get("devices", 1)
-    if isinstance(devices, int) and devices > torch.cuda.device_count():
-        raise TrainingError(f"trainer.devices={devices} but only {torch.cuda.device_count()} GPU(s) are visible")
-
-
-def _target_parameters(node: DictConfig, name: str) -> tuple[set[str], bool]:
-    """The keyword arguments the `_target_` of a config group accepts, and whether it takes any (**kwargs)."""
-    target = str(node.get("_target_", ""))
-    module_name, _, attribute = target.rpartition(".")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise TrainingError(f"{name}._target_={target!r} cannot be imported: {error}") from error
-    parameters = inspect.signature(factory).parameters.values()
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-    return {p.name for p in parameters}, accepts_any
-
-
-def _check_arguments(node: DictConfig, name: str, set_by_stage: tuple[str, ...]) -> None:
-    accepted, accepts_any = _target_parameters(node, name)
-    keys = {str(key) for key in node if not str(key).startswith("_")}
-    unknown = sorted(keys - accepted) if not accepts_any else []
-    if unknown:
-        close = {match for key in unknown for match in difflib.get_close_matches(key, accepted, n=1)}
-        hint = f"did you mean {', '.join(sorted(close))}?" if close else f"see the arguments of {node._target_}"
-        raise TrainingError(f"unknown {name} setting(s) {', '.join(f'{name}.{k}' for k in unknown)}: {hint}")
-    clashing = sorted(keys & set(set_by_stage))
-    if clashing:
-        raise TrainingError(f"{', '.join(f'{name}.{k}' for k in clashing)} is set by the train stage itself")
-
-
-def check_trainable(cfg: DictConfig) -> None:
-    """Refuse, before any side effect, what this machine or these classes cannot run."""
-    for group in ("trainer", "model"):
-        if not isinstance(cfg.get(group), DictConfig):
-            raise TrainingError(
-                f"{group}={cfg.get(group)!r} is not a composed config: compose a group choice into params.yaml "
-                f"first (`python tools/params.py {group}={cfg.get(group)}` or `dvc exp run -S {group}=...`)"
-            )
-    _check_arguments(cfg.trainer, "trainer", STAGE_TRAINER_ARGUMENTS)
-    _check_arguments(cfg.model, "model", ("in_features",))
-    check_accelerator(cfg.trainer)
-
-
 def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """The score threshold that maximises F1 on held-out rows: the operating point of the model."""
     order = np.argsort(-scores, kind="stable")
@@ -173,109 +83,6 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     predicted = np.arange(1, len(scores) + 1)
     f1 = 2 * true_positives / (predicted + max(sorted_labels.sum(), 1))
     return float(sorted_scores[int(np.argmax(f1))])
-
-
-def run_identity(cfg: DictConfig, validated: Path) -> dict[str, Any]:
-    """What makes two runs the same run: every setting but `train.*`, and the exact training data."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(config, dict)
-    config.pop("train", None)
-    flat = {key: json.dumps(value, sort_keys=True) for key, value in _flatten(config).items()}
-    return {"config": flat, "data_md5": file_md5(validated)}
-
-
-def _flatten(tree: dict[Any, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def read_run_state(directory: Path) -> dict[str, Any] | None:
-    path = directory / RUN_STATE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def write_run_state(directory: Path, state: dict[str, Any]) -> None:
-    """Atomically, so a kill while writing leaves the previous state readable."""
-    write_atomically(directory / RUN_STATE, json.dumps(state, indent=2, sort_keys=True) + "\n")
-
-
-def resume_point(directory: Path, resume: bool, identity: dict[str, Any]) -> str | None:
-    """The checkpoint to continue from (None for a fresh run); refuses anything but the same, unfinished run."""
-    if not resume:
-        return None
-    state, last = read_run_state(directory), directory / LAST_CHECKPOINT
-    if state is None or not last.exists():
-        stopped = "before its first epoch ended" if state is not None else "or it was written by an older version"
-        raise TrainingError(
-            f"train.resume=true but there is no checkpoint at {last} to resume from ({stopped}); "
-            "train without train.resume"
-        )
-    if state.get("finished"):
-        raise TrainingError(
-            f"train.resume=true but the run in {directory} finished: there is nothing to continue; "
-            "train without train.resume"
-        )
-    if state.get("data_md5") != identity["data_md5"]:
-        raise TrainingError(f"cannot resume the run in {directory}: the training data changed since it started")
-    old, new = state.get("config", {}), identity["config"]
-    changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
-    if changed:
-        raise TrainingError(
-            f"cannot resume the run in {directory}: its settings differ ({', '.join(changed[:8])}); "
-            "resume with the same settings or train without train.resume"
-        )
-    return str(last)
-
-
-def open_run_directory(directory: Path, resume: bool, state: dict[str, Any]) -> None:
-    """Side effects of starting: close a run left RUNNING by a kill -9, clear a fresh run's directory."""
-    previous = read_run_state(directory)
-    if previous and previous.get("mlflow_run_id") and close_stale_run(previous["mlflow_run_id"]):
-        log.info("marked MLflow run %s, left running by a killed process, as KILLED", previous["mlflow_run_id"])
-    if resume:
-        log.info("resuming from %s", directory / LAST_CHECKPOINT)
-    elif directory.exists():
-        shutil.rmtree(directory)
-    write_run_state(directory, state)
-
-
-@contextlib.contextmanager
-def closing_run(run_id: str) -> Iterator[None]:
-    """End the MLflow run FAILED on an error, KILLED on SIGTERM/SIGINT; never leave it RUNNING."""
-    received: list[int] = []
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    handled = (signal.SIGTERM, signal.SIGINT)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {signum: signal.signal(signum, interrupt) for signum in handled} if in_main_thread else {}
-    try:
-        yield
-    except BaseException as error:
-        killed = bool(received) or isinstance(error, KeyboardInterrupt)
-        end_run(run_id, "KILLED" if killed else "FAILED")
-        if received:  # the conventional exit status of a process ended by a signal
-            raise SystemExit(128 + received[0]) from error
-        raise
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    end_run(run_id, "FINISHED")
-
-
-def launched_as_rank_zero() -> bool:
-    """False in the extra processes Lightning's DDP launcher starts (it re-runs this script per device).
-
-    Those train alongside rank zero but leave MLflow, the run directory and the artifact to it.
-    """
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
