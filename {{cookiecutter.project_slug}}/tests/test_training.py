@@ -184,6 +184,28 @@ def test_an_unknown_trainer_key_changes_nothing(trained: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.hidden_sizes=[-5]", "model.hidden_sizes: a non-empty list of layer widths, each an integer >= 1"),
+        ("model.dropout=1.5", "model.dropout: a probability, 0 <= dropout < 1; got 1.5"),
+    ],
+)
+def test_a_bad_model_value_fails_before_anything_is_deleted(trained: Path, override: str, message: str) -> None:
+    """The model is built before the run directory is cleared: the last run's checkpoints survive."""
+    checkpoints = trained / "models" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    kept = {name: f"the last run's {name}\n" for name in ("best.ckpt", "last.ckpt")}
+    for name, text in kept.items():
+        (checkpoints / name).write_text(text)
+    before = _runs(trained)
+    result = run([*TRAIN, override], trained, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+    assert {name: (checkpoints / name).read_text() for name in kept} == kept
+    assert _runs(trained) == before
+
+
+@pytest.mark.parametrize(
     ("overrides", "message"),
     [
         # `+key=value` adds a key Hydra's config does not have; training still refuses it, before any side effect.

@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..errors import TrainingError
+from .model import FraudClassifier
 
 # Trainer arguments the stage sets itself; a config value for them would be silently overridden.
 STAGE_TRAINER_ARGUMENTS = ("logger", "callbacks", "enable_progress_bar", "enable_model_summary", "default_root_dir")
@@ -70,3 +71,25 @@ def check_trainable(cfg: DictConfig) -> None:
     _check_arguments(cfg.trainer, "trainer", STAGE_TRAINER_ARGUMENTS)
     _check_arguments(cfg.model, "model", ("in_features",))
     check_accelerator(cfg.trainer)
+
+
+def build_model(model_cfg: DictConfig, in_features: int) -> FraudClassifier:
+    """The model and its optimizer built from config, so bad values fail here, before any side effect.
+
+    A constructor's ValueError that starts with one of its argument names ("dropout: ...") is
+    shown under that key (model.dropout: ...); any other under the node (model: ...).
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        # _convert_="all": plain lists in the hyperparameters, so checkpoints load with weights_only=True.
+        model: FraudClassifier = instantiate(model_cfg, in_features=in_features, _convert_="all")
+        model.configure_optimizers()  # a throwaway optimizer: its values are checked now, not mid-run
+    except (InstantiationException, ValueError, TypeError) as error:
+        cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
+        message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        argument = message.split(":", 1)[0]
+        accepted, _ = _target_parameters(model_cfg, "model")
+        raise TrainingError(f"model.{message}" if argument in accepted else f"model: {message}") from error
+    return model

@@ -14,6 +14,17 @@ from .network import build_network
 __all__ = ["FraudClassifier", "build_network"]
 
 
+def check_arguments(hidden_sizes: Sequence[int], dropout: float, pos_weight: float) -> None:
+    """The rules torch would only break on mid-run (or not at all), each naming its argument."""
+    widths_ok = all(isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in hidden_sizes)
+    if not hidden_sizes or not widths_ok:
+        raise ValueError(f"hidden_sizes: a non-empty list of layer widths, each an integer >= 1; got {hidden_sizes}")
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout: a probability, 0 <= dropout < 1; got {dropout!r}")
+    if not isinstance(pos_weight, (int, float)) or isinstance(pos_weight, bool) or not pos_weight > 0:
+        raise ValueError(f"pos_weight: a weight > 0; got {pos_weight!r}")
+
+
 class FraudClassifier(pl.LightningModule):
     """Binary classifier trained with BCE.
 
@@ -31,6 +42,7 @@ class FraudClassifier(pl.LightningModule):
         pos_weight: float = 1.0,
     ) -> None:
         super().__init__()
+        check_arguments(hidden_sizes, dropout, pos_weight)
         # Kept in checkpoints (load_from_checkpoint rebuilds the model from them) but not sent to the logger:
         # the run's params are the composed config (tracking.mlflow_logger), each under one name.
         self.save_hyperparameters(logger=False)

@@ -25,7 +25,7 @@ from ..errors import TrainingError
 from ..files import write_json, write_summary
 from ..lineage import data_versions, record_lineage
 from .artifact import ScoringModel
-from .build import check_trainable
+from .build import build_model, check_trainable
 from .datamodule import TransactionsDataModule
 from .model import FraudClassifier
 from .run_state import (
@@ -98,23 +98,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     except ValueError as error:
         raise TrainingError(str(error)) from error
+    # Seeded before the weights are drawn; built before anything is written, so a bad value deletes nothing.
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    model = build_model(cfg.model, datamodule.n_features)
     checkpoints, resume = Path(cfg.paths.checkpoints), bool(cfg.train.resume)
     identity = run_identity(cfg, validated)
     resume_from = resume_point(checkpoints, resume, identity)
     if not launched_as_rank_zero():
-        return fit(cfg, datamodule, frame, None, resume_from)
+        return fit(cfg, model, datamodule, frame, None, resume_from)
     # Everything above only reads; from here on the run writes checkpoints and MLflow records.
     previous = read_run_state(checkpoints) if resume else None
     run_id = start_run(cfg, {"resumed_from": previous["mlflow_run_id"]} if previous else {})
     with closing_run(run_id):
         open_run_directory(checkpoints, resume, {**identity, "mlflow_run_id": run_id, "finished": False})
-        metrics = fit(cfg, datamodule, frame, run_id, resume_from)
+        metrics = fit(cfg, model, datamodule, frame, run_id, resume_from)
         write_run_state(checkpoints, {**identity, "mlflow_run_id": run_id, "finished": True})
     return metrics
 
 
 def fit(
     cfg: DictConfig,
+    model: FraudClassifier,
     datamodule: TransactionsDataModule,
     frame: pd.DataFrame,
     run_id: str | None,
@@ -123,10 +127,7 @@ def fit(
     """Fit (or continue) the model, then write the artifact, the metrics and the MLflow record."""
     from hydra.utils import instantiate
 
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
-    # _convert_="all": plain lists in the hyperparameters, so checkpoints load with weights_only=True.
-    model: FraudClassifier = instantiate(cfg.model, in_features=datamodule.n_features, _convert_="all")
     checkpoints = Path(cfg.paths.checkpoints)
     checkpoint = ModelCheckpoint(dirpath=checkpoints, filename=BEST_CHECKPOINT, monitor="val/pr_auc", mode="max")
     summary = EpochSummary()
