@@ -170,7 +170,14 @@ class Setup:
 
     def module(self, cls: type | None = None, **extra: Any) -> Any:
         """The project's FraudClassifier (or a variant) built from params.yaml's `model`, as train() does."""
-        kwargs = {key: value for key, value in self.model_cfg.items() if key != "_target_"}
+        from hydra.utils import instantiate
+
+        # Nodes with their own _target_ (the optimizer and scheduler partials) are built as train() builds them.
+        kwargs = {
+            key: instantiate(value) if isinstance(value, dict) and "_target_" in value else value
+            for key, value in self.model_cfg.items()
+            if key != "_target_"
+        }
         kwargs["in_features"] = self.datamodule.n_features
         if "pos_weight" not in kwargs and hasattr(self.datamodule, "pos_weight"):
             kwargs["pos_weight"] = self.datamodule.pos_weight  # older projects took it from the data

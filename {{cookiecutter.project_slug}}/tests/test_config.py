@@ -39,7 +39,7 @@ def test_unknown_group_option_is_rejected() -> None:
     [
         ("trainer.max_epochs=ten", "trainer.max_epochs: expected int, got 'ten'"),
         ("data.batch_size=0", "data.batch_size: must be >= 1"),
-        ("model.learning_rate=fast", "model.learning_rate: expected float"),
+        ("model.optimizer.lr=fast", "model.optimizer.lr: expected float"),
         ("trainer.max_epochs=[1,2", "bad override"),
     ],
 )

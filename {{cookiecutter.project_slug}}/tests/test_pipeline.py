@@ -300,7 +300,7 @@ def test_a_retrain_with_another_seed_passes_against_the_champion(workspace: Path
 
 
 def test_a_clearly_worse_model_stops_at_the_gate_on_the_regression_check(workspace: Path) -> None:
-    run([*FAST, "model.learning_rate=0", "trainer.max_epochs=1"], workspace)  # the weights never leave init
+    run([*FAST, "model.optimizer.lr=0", "trainer.max_epochs=1"], workspace)  # the weights never leave init
     result = run(["dvc", "repro"], workspace, check=False, timeout=900)
     assert result.returncode != 0 and "Running stage 'package'" not in result.stdout
     gate = reports(workspace, "gate.json")

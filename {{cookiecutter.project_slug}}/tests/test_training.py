@@ -110,7 +110,7 @@ def test_each_param_is_logged_once_under_its_config_name(trained: Path) -> None:
     assert not bare, f"the model's arguments are logged a second time under their bare names: {bare}"
     # The composed config, plus the one model argument that the data decides rather than the config.
     assert set(params) == _param_names(config) | {"model/in_features"}
-    assert params["model/learning_rate"] == str(config["model"]["learning_rate"])
+    assert params["model/optimizer/lr"] == str(config["model"]["optimizer"]["lr"])
     assert params["model/in_features"] == str(load_model(trained / "models" / "model.pt").architecture["in_features"])
 
 
@@ -218,6 +218,18 @@ def test_what_training_cannot_run_is_one_clear_line(trained: Path, overrides: li
     result = run([*TRAIN, *overrides], trained, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_optimizer_and_scheduler_are_chosen_in_config(trained: Path) -> None:
+    """conf/model's `optimizer` and `scheduler` (Hydra partials) are what trains: StepLR cuts lr tenfold."""
+    config = OmegaConf.load(trained / "params.yaml")
+    scheduler = "{_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:2,gamma:0.1}"
+    sgd = ["model.optimizer._target_=torch.optim.SGD", "~model.optimizer.weight_decay"]
+    run([*TRAIN, f"model.scheduler={scheduler}", "trainer.max_epochs=3", *sgd], trained)
+    last = torch.load(trained / "models" / "checkpoints" / LAST_CHECKPOINT, map_location="cpu", weights_only=False)
+    assert last["lr_schedulers"][0]["_last_lr"] == pytest.approx([config.model.optimizer.lr * 0.1])
+    assert "momentum" in last["optimizer_states"][0]["param_groups"][0]  # SGD's, which AdamW has not
+    assert "amsgrad" not in last["optimizer_states"][0]["param_groups"][0]
 
 
 def test_resume_point_refuses_anything_but_the_same_unfinished_run(tmp_path: Path) -> None:

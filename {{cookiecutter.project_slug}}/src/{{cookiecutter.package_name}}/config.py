@@ -34,7 +34,7 @@ TYPED_KEYS: dict[str, tuple[type, float | None]] = {
     "data.validation.max_quarantine_share": (float, 0.0),
     "data.validation.max_failures_listed": (int, 0),
     "trainer.max_epochs": (int, 1),
-    "model.learning_rate": (float, 0.0),
+    "model.optimizer.lr": (float, 0.0),
     "model.dropout": (float, 0.0),
     "gate.regression.tolerance": (float, 0.0),
     "gate.regression.n_bootstrap": (int, 10),

@@ -55,6 +55,10 @@ def _check_arguments(node: DictConfig, name: str, set_by_stage: tuple[str, ...])
         close = {match for key in unknown for match in difflib.get_close_matches(key, accepted, n=1)}
         hint = f"did you mean {', '.join(sorted(close))}?" if close else f"see the arguments of {node._target_}"
         raise TrainingError(f"unknown {name} setting(s) {', '.join(f'{name}.{k}' for k in unknown)}: {hint}")
+    for key in sorted(keys):  # a node of its own (model.optimizer): its keys against its own _target_
+        child = node.get(key)
+        if isinstance(child, DictConfig) and "_target_" in child:
+            _check_arguments(child, f"{name}.{key}", ())
     clashing = sorted(keys & set(set_by_stage))
     if clashing:
         raise TrainingError(f"{', '.join(f'{name}.{k}' for k in clashing)} is set by the train stage itself")

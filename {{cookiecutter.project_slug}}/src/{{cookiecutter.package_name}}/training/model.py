@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -12,6 +13,10 @@ from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 from .network import build_network
 
 __all__ = ["FraudClassifier", "build_network"]
+
+# What conf/model's `optimizer` and `scheduler` become: Hydra partials (`_partial_: true`).
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
 def check_arguments(hidden_sizes: Sequence[int], dropout: float, pos_weight: float) -> None:
@@ -37,15 +42,17 @@ class FraudClassifier(pl.LightningModule):
         in_features: int,
         hidden_sizes: Sequence[int] = (64, 32),
         dropout: float = 0.1,
-        learning_rate: float = 3e-3,
-        weight_decay: float = 1e-4,
         pos_weight: float = 1.0,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__()
         check_arguments(hidden_sizes, dropout, pos_weight)
         # Kept in checkpoints (load_from_checkpoint rebuilds the model from them) but not sent to the logger:
-        # the run's params are the composed config (tracking.mlflow_logger), each under one name.
-        self.save_hyperparameters(logger=False)
+        # the run's params are the composed config (tracking.mlflow_logger), each under one name. The optimizer
+        # and scheduler are code, not values (conf/model chooses them): kept out, so checkpoints load weights-only.
+        self.save_hyperparameters(logger=False, ignore=["optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.network = build_network(in_features, list(hidden_sizes), dropout)
         self.register_buffer("pos_weight", torch.tensor([pos_weight], dtype=torch.float32))
         self.val_auroc = BinaryAUROC()
@@ -89,7 +96,10 @@ class FraudClassifier(pl.LightningModule):
         self.val_auroc.reset()
         self.val_pr_auc.reset()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            self.parameters(), lr=self.hparams["learning_rate"], weight_decay=self.hparams["weight_decay"]
-        )
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ValueError("optimizer: none given; a model loaded only to score cannot be trained")
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer)}}

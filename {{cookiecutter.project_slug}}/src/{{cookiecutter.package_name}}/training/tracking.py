@@ -164,7 +164,7 @@ def close_stale_run(run_id: str) -> bool:
 def mlflow_logger(cfg: DictConfig, run_id: str, in_features: int) -> MLFlowLogger:
     """Lightning's logger, writing into the run created by `start_run`.
 
-    The run's params are the composed config, flattened (`model/learning_rate`), plus the model's input
+    The run's params are the composed config, flattened (`model/optimizer/lr`), plus the model's input
     width under the same scheme: the data's features decide it, not the config.
     """
     from lightning.pytorch.loggers import MLFlowLogger
