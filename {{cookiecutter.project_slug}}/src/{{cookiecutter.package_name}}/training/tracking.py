@@ -211,7 +211,7 @@ def log_model(model: ScoringModel, model_path: Path, example: pd.DataFrame) -> s
 
 def log_training_run(
     logger: MLFlowLogger,
-    cfg: DictConfig,
+    config_yaml: str,
     model: ScoringModel,
     model_path: Path,
     example: pd.DataFrame,
@@ -230,6 +230,6 @@ def log_training_run(
         mlflow.set_tags(tags)
         with tempfile.TemporaryDirectory() as scratch:
             config_path = Path(scratch) / "config.yaml"
-            config_path.write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
+            config_path.write_text(config_yaml, encoding="utf-8")
             mlflow.log_artifact(str(config_path))
         log_model(model, model_path, example.drop(columns=[LABEL_COLUMN], errors="ignore"))

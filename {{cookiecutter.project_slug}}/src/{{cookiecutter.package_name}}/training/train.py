@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..errors import TrainingError
 from ..files import write_json, write_summary
@@ -202,7 +202,7 @@ def finish(
     samples_per_second = len(datamodule.train_y) * epochs_run / train_seconds
     log_training_run(
         logger,
-        cfg,
+        OmegaConf.to_yaml(cfg),  # text, not cfg: tracking is entered with the config twice, not three times
         artifact,
         Path(cfg.paths.model),
         frame.head(5),
