@@ -21,7 +21,9 @@ import tomllib
 
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = project["optional-dependencies"]
-print("\n".join(project["dependencies"] + extras["dev"] + extras["s3"]))
+# `dev` names the project's own `s3` extra: its requirements are listed here, not the project itself.
+requirements = project["dependencies"] + extras["dev"] + extras["s3"]
+print("\n".join(r for r in requirements if not r.startswith(project["name"] + "[")))
 PY
 "$VENV/bin/python" -m pip install -q -c "$TEMPLATE_PROJECT/constraints.txt" \
   -r "$VENV/project-requirements.txt" -r requirements-dev.txt

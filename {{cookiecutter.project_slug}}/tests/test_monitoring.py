@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 import pytest
@@ -16,7 +19,7 @@ from support.tiny import tiny_model
 
 from {{ cookiecutter.package_name }}.data import generate_transactions
 from {{ cookiecutter.package_name }}.data.schema import ID_COLUMN, LABEL_COLUMN
-from {{ cookiecutter.package_name }}.monitoring.drift import Limits, drift_report
+from {{ cookiecutter.package_name }}.monitoring.drift import NAMED_UNREADABLE, Limits, drift_report, read_traffic
 from {{ cookiecutter.package_name }}.monitoring.predictions import PredictionLog, resolve_log_dir
 from {{ cookiecutter.package_name }}.monitoring.record import (
     FEATURE_COLUMNS,
@@ -129,6 +132,118 @@ def test_the_serve_config_turns_the_log_on_and_off() -> None:
     assert isinstance(prediction_log(on, "m:1"), PredictionLog)
     off = on.model_copy(update={"prediction_log": on.prediction_log.model_copy(update={"enabled": False})})
     assert prediction_log(off, "m:1") is None
+
+
+def log_lines(rows: int, when: dt.datetime, seed: int = 5) -> bytes:
+    """`rows` generated transactions as the prediction log holds them: one JSON object per line."""
+    frame = generate_transactions(rows, seed=seed).drop(columns=[LABEL_COLUMN, ID_COLUMN])
+    frame = frame.assign(**{SCORE_COLUMN: 0.01, MODEL_COLUMN: "m:1", TIME_COLUMN: when.isoformat()})
+    frame["event_time"] = frame["event_time"].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    return frame.to_json(orient="records", lines=True).encode("utf-8")
+
+
+def write_log(directory: Path, worker: int, data: bytes) -> Path:
+    path = directory / "predictions" / "data" / f"data.{worker}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_unreadable_lines_are_skipped_counted_and_named(tmp_path: Path) -> None:
+    """A killed writer's torn last line, a non-UTF-8 file, a line without the logged columns: each is counted
+    and named by file and line; every readable row is read; the list is bounded, the count is not."""
+    now = dt.datetime.now(dt.UTC)
+    good = log_lines(30, now - dt.timedelta(minutes=5))
+    torn = write_log(tmp_path, 1, good + good.splitlines(keepends=True)[0][:40])  # no newline: killed mid-line
+    binary = write_log(tmp_path, 2, b"\xff\xfe\x00garbage\n" * (NAMED_UNREADABLE + 5))
+    odd = write_log(tmp_path, 3, good + b'{"amount": 1.0}\n[1, 2]\n')
+    traffic, unreadable = read_traffic([torn, binary, odd], now - dt.timedelta(days=1), now)
+    assert len(traffic) == 60 and set(traffic[SCORE_COLUMN]) == {0.01}
+    assert unreadable.lines == 1 + NAMED_UNREADABLE + 5 + 2 and unreadable.read == 60 + unreadable.lines
+    assert len(unreadable.named) == NAMED_UNREADABLE
+    assert unreadable.named[0] == {"file": str(torn), "line": 31, "reason": "not JSON: torn or garbled"}
+    assert {(line["file"], line["reason"]) for line in unreadable.named[1:]} == {(str(binary), "not UTF-8")}
+    assert [line["line"] for line in unreadable.named[1:4]] == [1, 2, 3]
+    report = unreadable.as_dict(0.01)
+    assert report["exceeded"] and report["share"] == round(unreadable.lines / unreadable.read, 6)
+    _, lines = read_traffic([odd], now - dt.timedelta(days=1), now)
+    assert [(line["line"], line["reason"]) for line in lines.named] == [
+        (31, "a logged column is missing or empty"),
+        (32, "not a JSON object"),
+    ]
+
+
+def load_monitor() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("monitor", PROJECT / "tools" / "monitor.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def monitor_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder the monitor can run in: this project's params.yaml, a small training set, no model; cwd."""
+    shutil.copy(PROJECT / "params.yaml", tmp_path / "params.yaml")
+    validated = tmp_path / "data" / "validated" / "train.parquet"
+    validated.parent.mkdir(parents=True)
+    generate_transactions(5000, seed=1).to_parquet(validated)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def monitor(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = load_monitor().main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--days", "0"], "ERROR: --days must be a positive number of days (got 0.0)"),
+        (["--days", "-3"], "ERROR: --days must be a positive number of days (got -3.0)"),
+        (["--simulate", "demo", "--rows", "-5"], "ERROR: --rows must be a whole number of rows >= 1 (got -5)"),
+        (["--simulate", "demo", "--chunk", "0"], "ERROR: --chunk must be a whole number of rows >= 1 (got 0)"),
+    ],
+    ids=["days-0", "days-negative", "rows-negative", "chunk-0"],
+)
+def test_the_monitor_refuses_a_window_or_row_count_that_cannot_be(
+    monitor_project: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """One line and exit 2, before anything is read or written (not "no verdict" day after day)."""
+    write_log(monitor_project / "logs", 1, log_lines(CONF["min_rows"] + 100, dt.datetime.now(dt.UTC)))
+    code, _, err = monitor(capsys, "--logs", "logs", *args)
+    assert (code, err) == (2, message + "\n")
+    assert not (monitor_project / "reports").exists() and not (monitor_project / "demo").exists()
+
+
+def test_the_monitor_skips_a_torn_line_and_stops_on_a_broken_log(
+    monitor_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A torn last line is skipped and named, the verdict stands; past monitor.max_unreadable_share, exit 2."""
+    rows, logs = CONF["min_rows"] + 100, monitor_project / "logs"
+    good = log_lines(rows, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
+    torn = write_log(logs, 1, good + good[:25])
+    code, out, err = monitor(capsys, "--logs", "logs")
+    assert code == 0 and err == "" and "no drift" in out and "skipped 1 unreadable" in out, out + err
+    report = json.loads((monitor_project / "reports" / "drift.json").read_text())
+    assert report["rows"] == rows and not report["drift"] and report["features"]
+    assert report["unreadable"]["lines"] == 1 and report["unreadable"]["of"] == rows + 1
+    assert report["unreadable"]["named"] == [
+        {"file": str(torn.relative_to(monitor_project)), "line": rows + 1, "reason": "not JSON: torn or garbled"}
+    ]
+
+    limit = CONF["max_unreadable_share"]
+    broken = int(limit * rows) + 10  # just past the share allowed
+    write_log(logs, 2, b"\xff" * 8 + b"\n" + b"\x00\xfe\n" * (broken - 1))
+    code, out, err = monitor(capsys, "--logs", "logs")
+    assert code == 2 and len(err.splitlines()) == 1, out + err
+    assert err.startswith(f"ERROR: {broken + 1} of {rows + broken + 1} log lines are unreadable"), err
+    assert f"no verdict; the first {torn.relative_to(monitor_project)}:{rows + 1} (not JSON: torn or garbled)" in err
+    report = json.loads((monitor_project / "reports" / "drift.json").read_text())
+    assert report["unreadable"]["exceeded"] and report["unreadable"]["max_share"] == limit
+    assert not report["drift"] and report["features"] == {} and report["score"] is None
 
 
 def log_traffic(workspace: Path, directory: str, drift: float) -> None:

@@ -1,7 +1,8 @@
 """The DVC remote on S3, end to end: push a pipeline's data and outputs to a local S3 server (moto),
 pull them into a fresh clone, and find nothing for `dvc repro` to do there.
 
-Slow tier (`pytest -m slow`); needs the dev and s3 extras (`pip install -c constraints.txt -e '.[dev,s3]'`).
+Slow tier (`pytest -m slow`); needs the dev extra (`pip install -c constraints.txt -e '.[dev]'`), which holds
+moto and DVC's S3 plugin: a fast test checks that it does.
 """
 
 from __future__ import annotations
@@ -10,28 +11,51 @@ import importlib.util
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from conftest import run
+from conftest import PROJECT, run
+from packaging.requirements import Requirement
 
 from {{ cookiecutter.package_name }}.deploy.runtime import free_ports
 from {{ cookiecutter.package_name }}.lineage import file_md5
 
-pytestmark = pytest.mark.slow
-
 BUCKET = "dvc-remote"
 REMOTE = "s3test"
+
+
+def extra_requirements(extra: str) -> set[str]:
+    """The names of what `pip install -e '.[extra]'` brings, the project's own extras it names included."""
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names: set[str] = set()
+    for line in project["optional-dependencies"][extra]:
+        requirement = Requirement(line)
+        if requirement.name == project["name"]:
+            for named in requirement.extras:
+                names |= extra_requirements(named)
+        else:
+            names.add(requirement.name)
+    return names
+
+
+def test_the_dev_extra_holds_what_this_test_needs_pinned() -> None:
+    """`pip install -e '.[dev]'` is enough for the whole suite: moto and dvc-s3 come with it, pinned."""
+    needed = {"moto", "dvc-s3"}
+    assert needed <= extra_requirements("dev"), f"the dev extra lacks {needed - extra_requirements('dev')}"
+    pins = (PROJECT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    for name in needed:
+        assert any(line.startswith(f"{name}==") for line in pins), f"constraints.txt does not pin {name}"
 
 
 @pytest.fixture
 def s3_endpoint(tmp_path: Path) -> Iterator[str]:
     """moto's S3 server on a free loopback port with an empty bucket; stopped afterwards."""
     assert importlib.util.find_spec("dvc_s3") is not None, (
-        "DVC's S3 plugin is missing: pip install -c constraints.txt -e '.[dev,s3]'"
+        "DVC's S3 plugin is missing: pip install -c constraints.txt -e '.[dev]'"
     )
     (port,) = free_ports(1)
     url = f"http://127.0.0.1:{port}"
@@ -69,6 +93,7 @@ def tracked_files(project: Path) -> dict[str, str]:
     return {str(file.relative_to(project)): file_md5(file) for file in files if file.is_file()}
 
 
+@pytest.mark.slow
 def test_push_clone_pull_then_nothing_to_reproduce(packaged_workspace: Path, s3_endpoint: str, tmp_path: Path) -> None:
     # Dummy credentials, and no AWS config of this machine's user: moto accepts any key.
     env = {

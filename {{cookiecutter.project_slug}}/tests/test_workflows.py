@@ -424,3 +424,117 @@ def test_monitor_runs_daily_and_opens_its_pr_only_outside_act() -> None:
     assert NOT_UNDER_ACT.search(opens["if"]) and "steps.monitor.outputs.drift == 'true'" in opens["if"]
     push = next(step for step in steps if step.get("run", "").strip() == "dvc push")
     assert "!env.ACT" not in push["if"], "the new data version reaches the DVC remote under act too"
+
+
+# -- who approved a release ----------------------------------------------------------------------
+
+APPROVER = ROOT / "tools" / "approver.py"
+
+
+def review(login: str, environment: str, state: str = "approved") -> dict[str, Any]:
+    """One review as GitHub's approvals API answers it (recorded from its REST reference, ids shortened)."""
+    return {
+        "state": state,
+        "comment": "Ship it!",
+        "environments": [
+            {
+                "id": 161088068,
+                "node_id": "MDExOkVudmlyb25tZW50MTYxMDg4MDY4",
+                "name": environment,
+                "url": f"https://api.github.com/repos/github/hello-world/environments/{environment}",
+                "html_url": "https://github.com/github/hello-world/deployments/activity_log?environments_filter="
+                + environment,
+                "created_at": "2020-11-23T22:00:40Z",
+                "updated_at": "2020-11-23T22:00:40Z",
+            }
+        ],
+        "user": {"login": login, "id": 1, "node_id": "MDQ6VXNlcjE=", "type": "User", "site_admin": False},
+    }
+
+
+RECORDED = [review("monalisa", "staging"), review("mallory", "production", "rejected"), review("octocat", "production")]
+NOT_FOUND = {"message": "Not Found", "documentation_url": "https://docs.github.com/rest", "status": "404"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "approver", "problem"),
+    [
+        (RECORDED, "octocat", None),
+        ([*RECORDED, review("octocat", "production"), review("hubot", "production")], "octocat,hubot", None),
+        ([], None, "no approval of the production environment in this run (0 reviews)"),
+        ([review("monalisa", "staging")], None, "no approval of the production environment in this run (1 reviews)"),
+        (NOT_FOUND, None, "the approvals API answered an error: Not Found"),
+        ("<html>rate limited</html>", None, "cannot read the approvals API answer"),
+        ([review("x\necho name=eve", "production")], None, "names no valid user login"),
+    ],
+    ids=["recorded", "two-approvers", "empty", "other-environment", "api-error", "not-json", "bad-login"],
+)
+def test_the_approver_is_what_the_approvals_api_says(
+    tmp_path: Path, answer: Any, approver: str | None, problem: str | None
+) -> None:
+    """The recorded answer names its approver of `production`; an empty answer, an error or an answer about
+    another environment stops the release in one line (exit 2) and names nobody."""
+    path = tmp_path / "approvals.json"
+    path.write_text(answer if isinstance(answer, str) else json.dumps(answer), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(APPROVER), str(path), "--environment", "production"], capture_output=True, text=True
+    )
+    if approver is not None:
+        assert (done.returncode, done.stdout, done.stderr) == (0, approver + "\n", "")
+    else:
+        assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("ERROR: ") and str(problem) in done.stderr
+        assert "the release stops rather than record a guess" in done.stderr
+
+
+def approver_step() -> dict[str, Any]:
+    return next(s for s in load(WORKFLOWS / "release.yml")["jobs"]["deploy"]["steps"] if s.get("id") == "approver")
+
+
+def run_approver_step(tmp_path: Path, gh: str) -> tuple[subprocess.CompletedProcess[str], str, list[str]]:
+    """The deploy job's `approver` step under `bash -e` with a stand-in `gh` (a shell body); its outputs and
+    the gh calls. Each of the step's env values is a stand-in naming itself, as GitHub would fill them."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gh").write_text(f'#!/bin/sh\necho "$*" >> "{tmp_path}/gh-calls"\n{gh}\n', encoding="utf-8")
+    (bin_dir / "gh").chmod(0o755)
+    step = approver_step()
+    env = {key: value for key, value in os.environ.items() if key != "ACT"}
+    env |= {key: f"<{key}>" for key in step.get("env", {})}
+    env |= {"GITHUB_OUTPUT": str(tmp_path / "output"), "RUNNER_TEMP": str(tmp_path)}
+    env["PATH"] = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=ROOT, env=env, capture_output=True, text=True)
+    output = tmp_path / "output"
+    calls = tmp_path / "gh-calls"
+    return (
+        done,
+        output.read_text(encoding="utf-8") if output.exists() else "",
+        calls.read_text(encoding="utf-8").splitlines() if calls.exists() else [],
+    )
+
+
+def test_the_release_records_the_approver_from_the_api(tmp_path: Path) -> None:
+    done, output, calls = run_approver_step(tmp_path, f"cat <<'JSON'\n{json.dumps(RECORDED)}\nJSON")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert output == "name=octocat\n" and calls == ["api repos/<REPOSITORY>/actions/runs/<RUN_ID>/approvals"]
+    steps = load(WORKFLOWS / "release.yml")["jobs"]["deploy"]["steps"]
+    promote = next(step for step in steps if "promote.py" in step.get("run", ""))
+    assert promote["env"]["APPROVER"].strip("${ }") == "steps.approver.outputs.name"
+    assert '--approved-by "$APPROVER"' in promote["run"]
+
+
+@pytest.mark.parametrize(
+    ("gh", "problem"),
+    [
+        ('echo \'{"message": "Bad credentials"}\'; echo "gh: Bad credentials (HTTP 401)" >&2; exit 1', "cannot read"),
+        ("echo '[]'", "names no approver"),
+    ],
+    ids=["api-fails", "no-approval"],
+)
+def test_the_release_stops_when_the_api_names_no_approver(tmp_path: Path, gh: str, problem: str) -> None:
+    """Never a guess: no fallback to who triggered the run (or anyone else) when the API cannot say."""
+    done, output, _ = run_approver_step(tmp_path, gh)
+    assert done.returncode != 0 and output == "", f"the step recorded {output!r}"
+    assert "::error::" in done.stdout and problem in done.stdout, done.stdout + done.stderr
+    text = (WORKFLOWS / "release.yml").read_text(encoding="utf-8")
+    assert "triggering_actor" not in text and "|| true" not in approver_step()["run"]

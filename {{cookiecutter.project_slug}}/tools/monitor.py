@@ -6,9 +6,11 @@
     python tools/monitor.py --send-to http://127.0.0.1:3000 --rows 5000 --drift 0.5   # demo traffic
     python tools/monitor.py --simulate logs/predictions --rows 5000 --drift 0.5      # ...without a server
 
-Writes reports/drift.json (the verdict, every feature's PSI and limit, the window and row counts)
-and reports/drift.html (one plot per drifted feature). Exit status: 0 no drift (or too little
-traffic for a verdict), 3 drift, 1 or 2 the monitor could not run. Limits: conf/monitor.
+Writes reports/drift.json (the verdict, every feature's PSI and limit, the window and row counts,
+the log lines skipped as unreadable) and reports/drift.html (one plot per drifted feature). Exit
+status: 0 no drift (or too little traffic for a verdict), 3 drift, 2 the monitor could not run or
+refused its input (one `ERROR:` line), among them a log with more unreadable lines than
+monitor.max_unreadable_share allows. Limits: conf/monitor.
 
 The reference is the training data and model of this checkout (paths.validated and paths.model
 as dvc.lock pins them; `dvc pull` first): run it on the commit whose model is live.
@@ -19,9 +21,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -42,6 +46,11 @@ from {{ cookiecutter.package_name }}.release.package import request_body
 from {{ cookiecutter.package_name }}.serving.api import predict_rows, request_model
 
 DRIFT_EXIT = 3
+REFUSED_EXIT = 2  # the project's stage-error status: the monitor could not run or refused its input
+
+
+class Refused(Exception):
+    """An input the monitor will not run on; its message is the one line the user sees."""
 
 
 def demo_requests(rows: int, drift: float, seed: int, chunk: int) -> list[dict[str, object]]:
@@ -85,12 +94,38 @@ def open_branch(cfg: DictConfig, today: dt.date) -> str:
     return branch
 
 
-def check(cfg: DictConfig, files: list[Path], days: float, now: dt.datetime) -> dict[str, object]:
+def window_start(now: dt.datetime, days: float, source: str) -> dt.datetime:
+    """The window's start; a window that is not a positive number of days is refused (it could never judge)."""
+    if isinstance(days, int | float) and not isinstance(days, bool) and math.isfinite(days) and days > 0:
+        try:
+            return now - dt.timedelta(days=days)
+        except OverflowError:  # more days than a date can count back
+            pass
+    raise Refused(f"{source} must be a positive number of days (got {days!r})")
+
+
+def unreadable_share_limit(cfg: DictConfig) -> float:
+    limit = cfg.monitor.max_unreadable_share
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 <= limit <= 1:
+        raise Refused(f"monitor.max_unreadable_share must be a share from 0 to 1 (got {limit!r})")
+    return float(limit)
+
+
+def where(line: dict[str, Any]) -> str:
+    """An unreadable line as drift.json names it: file:line (reason)."""
+    return f"{line['file']}:{line['line']} ({line['reason']})"
+
+
+def check(cfg: DictConfig, files: list[Path], start: dt.datetime, now: dt.datetime, max_share: float) -> dict[str, Any]:
     settings = cfg.monitor
     limits = Limits(settings.psi_limit, settings.score_psi_limit, settings.bins, settings.min_rows)
-    start = now - dt.timedelta(days=days)
-    traffic = read_traffic(files, start, now)
+    traffic, unreadable = read_traffic(files, start, now)
     print(f"{len(traffic)} logged rows from {start:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC in {len(files)} files")
+    if unreadable.lines:
+        print(
+            f"skipped {unreadable.lines} unreadable of {unreadable.read} log lines, the first "
+            f"{where(unreadable.named[0])}; {len(unreadable.named)} named in {settings.report}"
+        )
     reference = pd.read_parquet(cfg.paths.validated)
     if len(reference) > settings.reference_rows:
         reference = reference.sample(settings.reference_rows, random_state=cfg.seed)
@@ -101,7 +136,7 @@ def check(cfg: DictConfig, files: list[Path], days: float, now: dt.datetime) -> 
         reference_scores = load_model(cfg.paths.model).predict_proba(reference)
     else:
         print(f"no model at {cfg.paths.model}: the score's drift is not judged (`dvc pull` it)")
-    report = drift_report(reference, traffic, limits, reference_scores, (start, now))
+    report = drift_report(reference, traffic, limits, reference_scores, (start, now), unreadable.as_dict(max_share))
     write_json(Path(settings.report), report)
     write_atomically(Path(settings.html), html_report(report, reference, traffic, limits.bins, reference_scores))
     return report
@@ -119,26 +154,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7, help="demo traffic: generator seed (default 7)")
     parser.add_argument("--chunk", type=int, default=500, help="demo traffic: rows per request (default 500)")
     args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except Refused as refused:
+        print(f"ERROR: {refused}", file=sys.stderr)
+        return REFUSED_EXIT
+
+
+def run(args: argparse.Namespace) -> int:
     cfg = OmegaConf.load("params.yaml")
     assert isinstance(cfg, DictConfig)
     if args.send_to or args.simulate:
+        for name in ("rows", "chunk"):
+            if getattr(args, name) < 1:
+                raise Refused(f"--{name} must be a whole number of rows >= 1 (got {getattr(args, name)})")
         bodies = demo_requests(args.rows, args.drift, args.seed, args.chunk)
         send(args.send_to, bodies) if args.send_to else simulate(cfg, args.simulate, bodies)
         print(f"scored {args.rows} generated rows (drift {args.drift}) via {args.send_to or 'the local model'}")
         return 0
 
+    now = dt.datetime.now(dt.UTC)
+    days, source = (args.days, "--days") if args.days is not None else (cfg.monitor.window_days, "monitor.window_days")
+    start = window_start(now, days, source)  # before any reading: a window of no days can never judge
+    max_share = unreadable_share_limit(cfg)
     logs = args.logs or resolve_log_dir(cfg.serve.prediction_log.dir)  # where a server started here writes
     if not Path(cfg.paths.validated).exists():
-        print(f"ERROR: {cfg.paths.validated} is missing: `dvc pull` (or `dvc repro validate`) first", file=sys.stderr)
-        return 2
+        raise Refused(f"{cfg.paths.validated} is missing: `dvc pull` (or `dvc repro validate`) first")
     files = log_files(logs)
     if not files:  # a wrong path must not pass as "no drift" day after day
-        print(f"ERROR: no prediction log under {logs} (is the service logging there?)", file=sys.stderr)
-        return 2
-    now = dt.datetime.now(dt.UTC)
-    report = check(cfg, files, args.days if args.days is not None else cfg.monitor.window_days, now)
+        raise Refused(f"no prediction log under {logs} (is the service logging there?)")
+    report = check(cfg, files, start, now, max_share)
+    unreadable = report["unreadable"]
+    if unreadable["exceeded"]:  # the verdict would rest on a log this broken: none is given
+        raise Refused(
+            f"{unreadable['lines']} of {unreadable['of']} log lines are unreadable ({unreadable['share']:.2%}, more "
+            f"than monitor.max_unreadable_share {unreadable['max_share']:.2%}): no verdict; the first "
+            f"{where(unreadable['named'][0])}, all counted in {cfg.monitor.report}"
+        )
     if report["drift"]:
-        flagged = [*report["flagged"], *(["score"] if report["score_drifted"] else [])]  # type: ignore[misc]
+        flagged = [*report["flagged"], *(["score"] if report["score_drifted"] else [])]
         print(f"DRIFT in {', '.join(flagged)}; wrote {cfg.monitor.report} and {cfg.monitor.html}")
         if args.open_branch:
             print(f"committed a new data version on {open_branch(cfg, now.date())}")

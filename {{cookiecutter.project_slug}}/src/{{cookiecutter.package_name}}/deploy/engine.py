@@ -6,6 +6,8 @@ send traffic there. With `checks.shadow.enabled`, a new slot first answers mirro
 window and must agree with the live slot (deploy/shadow.py). The slot that was live keeps running for
 `checks.grace_period_s`, so a rollback within the grace period is a proxy switch, not a redeploy. Any
 failed check raises DeployError before the proxy is sent anywhere new: traffic stays where it was.
+Every port apply will bind is checked before it starts anything; a refused apply leaves nothing it
+started running, and every refusal is an event in bentos/.state/events.jsonl.
 """
 
 from __future__ import annotations
@@ -68,6 +70,15 @@ class LocalEngine:
 
     def apply(self, state: DeploymentState) -> ApplyReport:
         """Make the slots and the proxy match `state`; raise DeployError (traffic unchanged) on failure."""
+        try:
+            return self._apply(state)
+        except DeployError as error:  # the audit trail holds the refusals too, not only what happened
+            live = state.live
+            bento = state.slots[live].bento if live is not None else None
+            rt.record_event(self.state_dir, {"event": "refused", "live": live, "bento": bento, "reason": str(error)})
+            raise
+
+    def _apply(self, state: DeploymentState) -> ApplyReport:
         started = time.monotonic()
         if state.live is None:
             return ApplyReport(
@@ -82,6 +93,7 @@ class LocalEngine:
         with rt.locked(self.state_dir):
             runtime = Runtime.load(self.state_dir)
             self._retire_expired(runtime)
+            self._require_ports(runtime, state)
             timings: dict[str, float] = {}
             current = runtime.proxy.live if runtime.proxy else None
             running = runtime.slots.get(target)
@@ -95,6 +107,7 @@ class LocalEngine:
                     )
                 self._stop_slot(runtime, target, reason=f"replaced by {bento.tag}")
                 running = None
+            started_here = running is None
             if running is None:
                 running = self._start_slot(target, slot.port, bento, state)
                 runtime.slots[target] = running
@@ -110,7 +123,14 @@ class LocalEngine:
                 raise
             if shadow is not None:
                 timings["shadowed"] = time.monotonic() - started
-            action = self._route(runtime, state, target, bento, timings, started)
+            try:
+                action = self._route(runtime, state, target, bento, timings, started)
+            except DeployError as error:
+                if not started_here or current == target:
+                    raise
+                self._stop_slot(runtime, target, reason="the proxy did not take it")
+                runtime.save(self.state_dir)
+                raise DeployError(f"{error}\n{target} ({bento.tag}) stopped: it never took traffic") from None
             running.proven = True
             self._settle_idle(runtime, state, previous_live=current)
             runtime.save(self.state_dir)
@@ -128,6 +148,20 @@ class LocalEngine:
             self._ensure_reaper(runtime)
             timings["total"] = time.monotonic() - started
             return ApplyReport(target, bento.tag, action, timings, shadow)
+
+    def _require_ports(self, runtime: Runtime, state: DeploymentState) -> None:
+        """Every port this apply will bind is free (or already ours), before anything starts."""
+        assert state.live is not None
+        if runtime.proxy is not None and runtime.proxy.port != state.proxy.port:
+            raise DeployError(
+                f"the proxy runs on port {runtime.proxy.port} but the state asks for "
+                f"{state.proxy.port}: run `deploy.py stop` first to move it"
+            )
+        running, port = runtime.slots.get(state.live), state.slots[state.live].port
+        if running is None or running.port != port:
+            rt.require_free_port(port, f"{state.live} slot (slots.{state.live}.port)")
+        if runtime.proxy is None:
+            rt.require_free_port(state.proxy.port, "proxy (proxy.port)")
 
     def _start_slot(self, name: SlotName, port: int, bento: BentoInfo, state: DeploymentState) -> SlotRuntime:
         rt.require_free_port(port, f"{name} slot (slots.{name}.port)")
@@ -220,21 +254,13 @@ class LocalEngine:
             runtime.proxy = nginx.start(target, port, bento.tag)
             timings["switched"] = time.monotonic() - started
             return f"{target} is live with {bento.tag} (proxy started on {LOOPBACK}:{state.proxy.port})"
-        if runtime.proxy.port != state.proxy.port:
-            raise DeployError(
-                f"the proxy runs on port {runtime.proxy.port} but the state asks for "
-                f"{state.proxy.port}: run `deploy.py stop` first to move it"
-            )
         if runtime.proxy.live == target and runtime.proxy.bento == bento.tag:
             return f"{target} is already live with {bento.tag}: nothing to switch"
         previous = runtime.proxy.live
         try:
             timing = nginx.switch(runtime.proxy, target, port, bento.tag, state.proxy.drain_timeout_s)
         except DeployError as error:
-            raise DeployError(
-                f"{error}\ntraffic stays on {previous} ({runtime.proxy.bento}); "
-                f"{target} keeps running, checked, for the next apply"
-            ) from None
+            raise DeployError(f"{error}\ntraffic stays on {previous} ({runtime.proxy.bento})") from None
         runtime.proxy = runtime.proxy.model_copy(update={"live": target, "bento": bento.tag})
         reloaded = timings.get("shadowed", timings["checked"])  # when the switch began
         timings["switched"] = reloaded + timing.confirmed_s

@@ -10,8 +10,10 @@ vectorised over whole columns.
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from .record import TIME_COLUMN as LOGGED_AT
 
 HOUR_FEATURE = "event_hour"
 EPSILON = 1e-4  # floor for an empty bin's share: ln(0) would make any unseen value infinite drift
+LOGGED_COLUMNS = (*FEATURE_COLUMNS, SCORE_COLUMN, LOGGED_AT)  # what a log line needs to be judged
+NAMED_UNREADABLE = 20  # drift.json names this many unreadable lines; the count covers all of them
 
 
 @dataclass(frozen=True)
@@ -99,12 +103,15 @@ def drift_report(
     limits: Limits,
     reference_scores: np.ndarray | None = None,
     window: tuple[dt.datetime, dt.datetime] | None = None,
+    unreadable: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The verdict as reports/drift.json holds it. Too little traffic gives no verdict (drift false, `enough` false)."""
+    """The verdict as reports/drift.json holds it. Too little traffic gives no verdict (drift false, `enough` false),
+    and so does a log with more unreadable lines than allowed (`unreadable.exceeded`)."""
     enough = len(traffic) >= limits.min_rows
-    features = feature_drift(reference, traffic, limits) if enough else {}
+    judged = enough and not (unreadable is not None and unreadable["exceeded"])
+    features = feature_drift(reference, traffic, limits) if judged else {}
     score: dict[str, Any] | None = None
-    if enough and reference_scores is not None:
+    if judged and reference_scores is not None:
         value = psi_numeric(reference_scores, traffic[SCORE_COLUMN].to_numpy(dtype=float), limits.bins)
         score = {"statistic": "psi", "value": round(value, 5), "limit": limits.score_psi}
         score["drifted"] = value > limits.score_psi
@@ -119,6 +126,7 @@ def drift_report(
         "window": {"start": window[0].isoformat(), "end": window[1].isoformat()} if window else None,
         "features": features,
         "score": score,
+        "unreadable": unreadable,
     }
 
 
@@ -126,11 +134,98 @@ def log_files(log_dir: Path) -> list[Path]:
     return sorted(log_dir.glob(LOG_GLOB))
 
 
-def read_traffic(files: Iterable[Path], start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
-    """The logged rows scored in [start, end) (aware UTC datetimes); an empty frame when there are none."""
-    frames = [pd.read_json(path, lines=True, dtype=False) for path in files if path.stat().st_size]
+@dataclass
+class Unreadable:
+    """Log lines skipped as unreadable (a killed writer's truncated line, a file that is not UTF-8 JSON lines):
+    how many of how many, and the first NAMED_UNREADABLE of them by file and line number."""
+
+    lines: int = 0
+    read: int = 0  # every non-empty line of the files read, readable or not
+    named: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, path: Path, line: int, reason: str) -> None:
+        self.lines += 1
+        if len(self.named) < NAMED_UNREADABLE:
+            self.named.append({"file": str(path), "line": line, "reason": reason})
+
+    @property
+    def share(self) -> float:
+        return self.lines / self.read if self.read else 0.0
+
+    def as_dict(self, max_share: float) -> dict[str, Any]:
+        """The record drift.json holds; `exceeded`: more than `max_share` of the lines read are unreadable."""
+        return {
+            "lines": self.lines,
+            "of": self.read,
+            "share": round(self.share, 6),
+            "max_share": max_share,
+            "exceeded": self.share > max_share,
+            "named": self.named,
+        }
+
+
+def _usable(frame: pd.DataFrame) -> pd.Series:
+    """Rows holding every logged column, non-null, with a timestamp that parses."""
+    if any(name not in frame for name in LOGGED_COLUMNS):
+        return pd.Series(False, index=frame.index)
+    logged = pd.to_datetime(frame[LOGGED_AT], utc=True, format="ISO8601", errors="coerce")
+    return frame[list(LOGGED_COLUMNS)].notna().all(axis=1) & logged.notna()
+
+
+def _read_lines(path: Path, data: bytes, unreadable: Unreadable) -> pd.DataFrame:
+    """A damaged file line by line: the readable rows; each unreadable line counted and named."""
+    records: list[dict[str, Any]] = []
+    numbers: list[int] = []
+    bad: list[tuple[int, str]] = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad.append((number, "not UTF-8"))
+            continue
+        except json.JSONDecodeError:
+            bad.append((number, "not JSON: torn or garbled"))
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+            numbers.append(number)
+        else:
+            bad.append((number, "not a JSON object"))
+    unreadable.read += len(records) + len(bad)
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=list(LOGGED_COLUMNS))
+    usable = _usable(frame).to_numpy()
+    bad += [(int(number), "a logged column is missing or empty") for number in np.asarray(numbers)[~usable]]
+    for number, reason in sorted(bad):
+        unreadable.add(path, number, reason)
+    return frame[usable].reset_index(drop=True)
+
+
+def read_log(path: Path, unreadable: Unreadable) -> pd.DataFrame:
+    """One log file's readable rows. The whole file at C speed; line by line only when that fails."""
+    data = path.read_bytes()
+    try:
+        frame = pd.read_json(io.BytesIO(data), lines=True, dtype=False)
+        if _usable(frame).all():
+            unreadable.read += len(frame)
+            return frame
+    except (ValueError, TypeError):  # not UTF-8 or not JSON (ValueError), lines of mixed kinds (TypeError)
+        pass
+    return _read_lines(path, data, unreadable)
+
+
+def read_traffic(files: Iterable[Path], start: dt.datetime, end: dt.datetime) -> tuple[pd.DataFrame, Unreadable]:
+    """The logged rows scored in [start, end) (aware UTC datetimes; an empty frame when there are none), and
+    the lines skipped as unreadable in the files read. Only the window's rows of each file are kept."""
+    unreadable, frames = Unreadable(), []
+    for path in files:
+        if not path.stat().st_size:
+            continue
+        frame = read_log(path, unreadable)
+        logged = pd.to_datetime(frame[LOGGED_AT], utc=True, format="ISO8601")
+        frames.append(frame[(logged >= start) & (logged < end)])
+    frames = [frame for frame in frames if len(frame)]
     if not frames:
-        return pd.DataFrame(columns=[*FEATURE_COLUMNS, SCORE_COLUMN, LOGGED_AT])
-    traffic = pd.concat(frames, ignore_index=True)
-    logged = pd.to_datetime(traffic[LOGGED_AT], utc=True, format="ISO8601")
-    return traffic[(logged >= start) & (logged < end)].reset_index(drop=True)
+        return pd.DataFrame(columns=list(LOGGED_COLUMNS)), unreadable
+    return pd.concat(frames, ignore_index=True), unreadable

@@ -78,13 +78,23 @@ def html_report(
         plots.append(("score", _plot("score", "numeric", reference_scores, traffic[SCORE_COLUMN].to_numpy(), bins)))
     figures = "".join(f'<h3>{n}</h3><img alt="{n}" src="data:image/png;base64,{png}">' for n, png in plots)
     window = report["window"] or {}
+    unreadable = report.get("unreadable") or {"lines": 0}
     verdict = "no drift" if report["enough_rows"] else "too little traffic for a verdict"
+    verdict = "too much of the log is unreadable for a verdict" if unreadable.get("exceeded") else verdict
     verdict = "drift" if report["drift"] else verdict
+    skipped = (
+        f"<p>Skipped {unreadable['lines']} unreadable of {unreadable['of']} log lines "
+        f"(a share of at most {unreadable['max_share']} allowed): "
+        + ", ".join(html.escape(f"{line['file']}:{line['line']} ({line['reason']})") for line in unreadable["named"])
+        + "</p>"
+        if unreadable["lines"]
+        else ""
+    )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Drift report</title></head><body>"
         f"<h1>Drift report: {verdict}</h1>"
         f"<p>{report['rows']} logged rows from {window.get('start', '?')} to {window.get('end', '?')}, "
-        f"against {report['reference_rows']} training rows. Statistic: population stability index.</p>"
+        f"against {report['reference_rows']} training rows. Statistic: population stability index.</p>{skipped}"
         "<table border='1' cellpadding='4'><tr><th>feature</th><th>kind</th><th>PSI</th><th>limit</th><th></th></tr>"
         f"{rows}</table>{figures}</body></html>\n"
     )
