@@ -57,7 +57,8 @@ def test_bench_train_runs_every_path_on_cpu(baked: Path, tmp_path: Path) -> None
 
 @pytest.mark.gpu
 def test_bench_train_on_gpu(baked: Path, tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device visible to torch")
     figures_file = tmp_path / "train-gpu.json"

@@ -222,8 +222,7 @@ def test_make_params_recomposes_without_drift(copy: Path, env: dict[str, str]) -
 
 
 def test_make_test_runs_the_notebook(project: Path, env: dict[str, str]) -> None:
-    if not (project / "tests" / "test_notebooks.py").exists():
-        pytest.skip("baked without notebooks")
+    assert (project / "tests" / "test_notebooks.py").exists(), "the default bake holds the notebook test"
     result = make("test", project, env, "PYTEST_ARGS=-q -p no:cacheprovider tests/test_notebooks.py", timeout=600)
     assert re.search(r"\d+ passed", result.stdout) and "skipped" not in result.stdout
 
