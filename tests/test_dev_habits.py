@@ -291,9 +291,20 @@ def test_make_repro_serve_rollout(copy: Path, env: dict[str, str]) -> None:
                               text=True, start_new_session=True)
     try:
         assert wait_ready(f"http://127.0.0.1:{port}/readyz", 120, server), "make serve never became ready"
+        smoke = json.loads((copy / "bentos" / "smoke_requests.json").read_text(encoding="utf-8"))["requests"][0]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", json.dumps(smoke["body"]).encode(),
+                                         {"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200
+        deadline = time.monotonic() + 15  # the log is written off the request path
+        while not list((copy / "logs").rglob("data.*.log")) and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+    # The request left the prediction log in the project; the project's own checks still pass there.
+    assert list((copy / "logs").rglob("data.*.log")), "the served request was not logged under logs/"
+    make("test", copy, env, "PYTEST_ARGS=-q -p no:cacheprovider tests/test_layout.py", timeout=600)
 
     # Loopback ports of our own, so a rollout here never meets another one on this machine.
     state = copy / "bentos" / "deployment.yaml"
