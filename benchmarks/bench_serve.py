@@ -15,6 +15,8 @@ holds its bento:
 Load comes from wrk (1 thread, --connections, loopback): a warm-up, then --runs bounded runs of --requests
 each; the figures are the medians over the runs. Start to ready is from process start to the first 200 on
 /readyz. RSS (the server's whole process tree) is read before and after --rss-requests more requests.
+Servers start in a scratch folder, so the bento's prediction log (on, as in production) takes the benchmark's
+repeated row there and the project's logs/, which tools/monitor.py reads for drift, stays as it was.
 Exits non-zero when a server does not come up or answers anything but 200 with the same predictions.
 """
 
@@ -112,7 +114,7 @@ def server(command: list[str], cwd: Path, env: dict[str, str], port: int, log: P
     """A server process on 127.0.0.1:port, ready; yields its base url, pid and start-to-ready seconds."""
     started = time.perf_counter()
     with log.open("wb") as output:
-        process = subprocess.Popen(  # PWD as a shell in cwd sets it: the prediction log lands in the project
+        process = subprocess.Popen(  # PWD as a shell in cwd sets it: a relative prediction log dir lands in cwd
             command, cwd=cwd, env={**env, "PWD": str(cwd)}, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True
         )
@@ -274,7 +276,9 @@ def run_all(args: argparse.Namespace, project: Path, workdir: Path) -> int:
     throughput: dict[str, float] = {}
     for label, command in targets(project, package, workdir, args.mounted, args.also_bento):
         (port,) = free_ports(1)
-        with server([*command, str(port)], project, env, port, workdir / f"{label}.log") as live:
+        # Started in the scratch folder: the bento logs its benchmark traffic (one row, repeated) there, as it
+        # would in the project, and the project's own prediction log, which the drift monitor reads, is left alone.
+        with server([*command, str(port)], workdir, env, port, workdir / f"{label}.log") as live:
             for name, path in routes(label, args.also_bento):
                 status, answer = post(live["base"] + path, body.read_bytes())
                 reference = answer if reference is None else reference

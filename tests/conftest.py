@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -83,3 +84,23 @@ def project_copy(default_project: Path, tmp_path: Path) -> Path:
     copy = tmp_path / default_project.name
     shutil.copytree(default_project, copy, symlinks=True)
     return copy
+
+
+# The only skips a baked project's test run may report: tests that need a CUDA GPU, where none is present
+# (no GPU is not a missing tool). Any other skip is a proof that did not run, and fails the check.
+GPU_SKIP_REASONS = ("needs a CUDA GPU", "checks the message shown where no GPU exists")
+
+
+def assert_tests_passed(output: str, allowed_skips: tuple[str, ...] = GPU_SKIP_REASONS) -> None:
+    """pytest's output (with -rs or -ra) shows passed tests, no failure or error, and only the allowed skips."""
+    summary = next((line for line in reversed(output.splitlines()) if re.search(r"\d+ \w+.* in [\d.]+s", line)), "")
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", summary)}
+    assert counts.get("passed", 0) > 0, f"no test passed: {summary!r}\n{output[-3000:]}"
+    harmless = ("passed", "skipped", "deselected", "warning", "warnings")
+    bad = {word: n for word, n in counts.items() if word not in harmless}
+    assert not bad, f"{summary}\n{output[-6000:]}"
+    reasons = re.findall(r"^SKIPPED \[(\d+)\] [^:]+:\d+: (.*)$", output, flags=re.MULTILINE)
+    listed = sum(int(n) for n, _ in reasons)
+    assert listed == counts.get("skipped", 0), f"skips not listed (run pytest with -rs): {summary}"
+    unexpected = [reason for _, reason in reasons if reason not in allowed_skips]
+    assert not unexpected, f"unexpected skips {unexpected}: {summary}\n{output[-4000:]}"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE, bake
+from conftest import TEMPLATE, bake, run
 
 BENCHMARKS = TEMPLATE / "benchmarks"
 
@@ -19,9 +21,9 @@ def baked(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bake(tmp_path_factory.mktemp("bench"))
 
 
-def run_benchmark(script: str, *arguments: str, cwd: Path) -> str:
+def run_benchmark(script: str, *arguments: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), *arguments], cwd=cwd,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
     tail = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert result.returncode == 0, f"{script} exited {result.returncode}\n{tail}"
     return result.stdout
@@ -57,7 +59,8 @@ def test_bench_train_runs_every_path_on_cpu(baked: Path, tmp_path: Path) -> None
 
 @pytest.mark.gpu
 def test_bench_train_on_gpu(baked: Path, tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device visible to torch")
     figures_file = tmp_path / "train-gpu.json"
@@ -68,3 +71,22 @@ def test_bench_train_on_gpu(baked: Path, tmp_path: Path) -> None:
     figures = json.loads(figures_file.read_text())
     assert figures["device"] == "cuda" and figures["bf16"] is True
     assert all(run["samples"] > 0 for runs in figures["runs"].values() for run in runs)
+
+
+@pytest.mark.proof  # needs wrk (.ci/run installs it): without it this fails, it is never skipped
+def test_bench_serve_leaves_the_projects_prediction_log_alone(project_copy: Path, tmp_path: Path) -> None:
+    """The benchmark's traffic (one row, repeated) would otherwise fill the log the drift monitor reads."""
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed: apt-get install -y wrk")
+    store = {"BENTOML_HOME": str(tmp_path / "bentoml")}
+    run([sys.executable, "tools/params.py", "debug=fast"], cwd=project_copy)
+    run(["dvc", "repro"], cwd=project_copy, timeout=1800, env=store)
+    logs = project_copy / "logs"
+    logs.mkdir()
+    (logs / "served-before.log").write_text("a line a user's server wrote\n")
+    before = sorted((p.relative_to(logs), p.read_bytes()) for p in logs.rglob("*") if p.is_file())
+    output = run_benchmark("bench_serve.py", "--project", str(project_copy), "--requests", "200", "--runs", "1",
+                           "--warmup-s", "0.5", "--rss-requests", "0", cwd=tmp_path, env=store)
+    assert "(b) bento /predict" in output
+    after = sorted((p.relative_to(logs), p.read_bytes()) for p in logs.rglob("*") if p.is_file())
+    assert after == before, "the benchmark wrote into the project's prediction log"

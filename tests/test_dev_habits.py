@@ -222,8 +222,7 @@ def test_make_params_recomposes_without_drift(copy: Path, env: dict[str, str]) -
 
 
 def test_make_test_runs_the_notebook(project: Path, env: dict[str, str]) -> None:
-    if not (project / "tests" / "test_notebooks.py").exists():
-        pytest.skip("baked without notebooks")
+    assert (project / "tests" / "test_notebooks.py").exists(), "the default bake holds the notebook test"
     result = make("test", project, env, "PYTEST_ARGS=-q -p no:cacheprovider tests/test_notebooks.py", timeout=600)
     assert re.search(r"\d+ passed", result.stdout) and "skipped" not in result.stdout
 
@@ -292,9 +291,20 @@ def test_make_repro_serve_rollout(copy: Path, env: dict[str, str]) -> None:
                               text=True, start_new_session=True)
     try:
         assert wait_ready(f"http://127.0.0.1:{port}/readyz", 120, server), "make serve never became ready"
+        smoke = json.loads((copy / "bentos" / "smoke_requests.json").read_text(encoding="utf-8"))["requests"][0]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", json.dumps(smoke["body"]).encode(),
+                                         {"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200
+        deadline = time.monotonic() + 15  # the log is written off the request path
+        while not list((copy / "logs").rglob("data.*.log")) and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+    # The request left the prediction log in the project; the project's own checks still pass there.
+    assert list((copy / "logs").rglob("data.*.log")), "the served request was not logged under logs/"
+    make("test", copy, env, "PYTEST_ARGS=-q -p no:cacheprovider tests/test_layout.py", timeout=600)
 
     # Loopback ports of our own, so a rollout here never meets another one on this machine.
     state = copy / "bentos" / "deployment.yaml"

@@ -18,6 +18,7 @@ from sklearn import metrics as skm
 
 from {{ cookiecutter.package_name }}.errors import PipelineError
 from {{ cookiecutter.package_name }}.evaluation.behaviour import behavioural_checks
+from {{ cookiecutter.package_name }}.release import gate as gate_module
 from {{ cookiecutter.package_name }}.release.champion import ChampionError, from_git
 from {{ cookiecutter.package_name }}.release.gate import (
     Check,
@@ -30,6 +31,8 @@ from {{ cookiecutter.package_name }}.release.gate import (
     metric_value,
     non_inferiority_check,
     paired_bootstrap,
+    run_gate,
+    slice_coverage,
     threshold_checks,
 )
 
@@ -105,16 +108,66 @@ def test_a_clearly_worse_candidate_is_a_regression(scored: tuple[np.ndarray, np.
     assert not result.passed and result.observed < -0.01
 
 
-def test_a_drop_the_golden_set_cannot_rule_out_fails(scored: tuple[np.ndarray, np.ndarray]) -> None:
-    """Non-inferiority: the point estimate is inside the tolerance, but its lower bound is not."""
-    labels, scores = scored
-    slightly_worse = np.clip(scores + np.random.default_rng(4).normal(0, 0.06, len(scores)), 0, 1)
-    new, old = Scored(labels, slightly_worse, 0.5), Scored(labels, scores, 0.5)
-    point, resampled = paired_bootstrap(new, old, "roc_auc", 500)
-    low = float(np.quantile(resampled, 0.05))
-    tolerance = -(point + low) / 2  # between the drop of the point estimate and that of the lower bound
-    assert -tolerance < point and low < -tolerance
-    assert not non_inferiority_check("r", new, old, "roc_auc", tolerance, GATE.regression).passed
+def test_the_point_estimate_is_the_paired_difference() -> None:
+    """Hand-computed: the candidate ranks 3 of the 4 (fraud, legit) pairs right (AUC 0.75), the champion all 4."""
+    labels = np.array([0, 0, 1, 1])
+    candidate, champion = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0.1, 0.2, 0.6, 0.8])
+    point, _ = paired_bootstrap(Scored(labels, candidate, 0.5), Scored(labels, champion, 0.5), "roc_auc", 10)
+    assert point == pytest.approx(-0.25, abs=1e-12)
+
+
+@pytest.mark.parametrize(("tolerance", "passed"), [(0.09, False), (0.091, True)])
+def test_a_drop_the_golden_set_cannot_rule_out_fails(
+    monkeypatch: pytest.MonkeyPatch, tolerance: float, passed: bool
+) -> None:
+    """Non-inferiority: the point estimate (-0.005) is well inside the tolerance, the verdict follows the lower bound.
+
+    Resampled differences -0.10, -0.09, ..., 0.09: the 5% quantile (linear) is -0.10 + 0.95 * 0.01 = -0.0905.
+    """
+    monkeypatch.setattr(gate_module, "paired_bootstrap", lambda *_: (-0.005, np.arange(-10, 10) / 100))
+    labels = np.array([0, 1])
+    regression = OmegaConf.merge(GATE.regression, {"confidence": 0.95, "n_bootstrap": 20})
+    assert isinstance(regression, DictConfig)
+    scored = Scored(labels, np.array([0.2, 0.7]), 0.5)
+    result = non_inferiority_check("r", scored, scored, "roc_auc", tolerance, regression)
+    assert result.observed == -0.0905 and result.limit == -tolerance
+    assert result.passed is passed
+
+
+SLICES: dict[str, dict[str, float]] = {name: {"roc_auc": 0.9} for name in GATE.slices}
+METRICS = {"overall": {"roc_auc": 0.9}, "slices": SLICES}
+
+
+def test_every_curated_slice_must_reach_the_gate() -> None:
+    assert slice_coverage(METRICS, list(GATE.slices)).passed
+    dropped = {**METRICS, "slices": {k: v for k, v in SLICES.items() if k != "slice=small_fraud"}}
+    result = slice_coverage(dropped, list(GATE.slices))
+    assert not result.passed and "slice=small_fraud" in result.detail
+    assert (result.observed, result.limit) == (len(GATE.slices) - 1, len(GATE.slices))
+
+
+def test_the_gate_fails_when_evaluation_dropped_a_curated_slice(tmp_path: Path) -> None:
+    """run_gate on a metrics.json without one curated slice, no champion: the gate fails and says which slice."""
+    for name in ("model.pt", "golden.parquet"):
+        (tmp_path / name).write_bytes(b"stand-in")
+    metrics = {
+        "overall": {"roc_auc": 0.9, "pr_auc": 0.5, "brier": 0.01},
+        "threshold": 0.5,
+        "slices": {k: v for k, v in SLICES.items() if k != "card_present"},
+        "latency": {"ms_single_row_p99": 1.0},
+        "behavioural": {"b": {"kind": "invariance", "observed": 0.0, "detail": "d"}},
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    paths = {"reports": str(tmp_path), "model": str(tmp_path / "model.pt"), "golden": str(tmp_path / "golden.parquet")}
+    cfg = OmegaConf.create({"paths": paths, "gate": OmegaConf.merge(GATE, {"champion": {"source": "none"}})})
+    report = run_gate(cfg)
+    failed = [check["name"] for check in report["checks"] if not check["passed"]]
+    assert failed == ["slice_coverage"] and not report["passed"]
+    assert "card_present" in check_detail(report, "slice_coverage")
+
+
+def check_detail(report: dict, name: str) -> str:
+    return str(next(check["detail"] for check in report["checks"] if check["name"] == name))
 
 
 def test_lower_is_better_metrics_count_an_increase_as_a_drop() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import itertools
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,18 +15,46 @@ from conftest import PROJECT
 PACKAGE_DIR = next(p for p in (PROJECT / "src").iterdir() if (p / "__init__.py").is_file())
 
 
-def layout_block() -> str:
-    readme = (PROJECT / "README.md").read_text(encoding="utf-8")
+def layout_block(root: Path = PROJECT) -> str:
+    readme = (root / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Project layout") :]
     return section.split("```")[1]
 
 
+# Folders that runs and tools make and the README does not describe (git-ignored, or a venv).
+UNNAMED_RUN_OUTPUTS = {"models", "tmp", "venv", "build", "dist", "mlruns", "mlartifacts", "outputs", "multirun"}
+
+
+def layout_mismatch(root: Path) -> str:
+    """How the README's top-level folders differ from `root`'s ('' when they agree).
+
+    A folder the README names may be missing only when .gitignore ignores it: it is made at run time
+    (logs/ by the first request a local server answers), so a fresh clone has none and a used one has it.
+    """
+    named = set(re.findall(r"^([a-z.][\w.-]*)/\s", layout_block(root), flags=re.MULTILINE))
+    on_disk = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "src"}
+    on_disk = (on_disk - UNNAMED_RUN_OUTPUTS) | {".github"}
+    ignored = set(re.findall(r"^/?([\w.-]+)/$", (root / ".gitignore").read_text(encoding="utf-8"), flags=re.MULTILINE))
+    unnamed, missing = on_disk - named, named - on_disk - ignored
+    return f"not in the README: {sorted(unnamed)}; named but missing: {sorted(missing)}" if unnamed | missing else ""
+
+
 def test_readme_names_every_top_level_folder_and_nothing_else() -> None:
-    named = set(re.findall(r"^([a-z.][\w.-]*)/\s", layout_block(), flags=re.MULTILINE))
-    on_disk = {p.name for p in PROJECT.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "src"}
-    on_disk -= {"models", "tmp", "venv", "build", "dist", "mlruns", "mlartifacts", "outputs", "multirun"}
-    on_disk |= {".github"}
-    assert named == on_disk, f"README names {sorted(named)}, disk has {sorted(on_disk)}"
+    assert layout_mismatch(PROJECT) == ""
+
+
+def test_the_layout_check_holds_before_and_after_a_server_logged_and_catches_a_stray_folder(tmp_path: Path) -> None:
+    """This project's top level as a fresh clone has it, then with the prediction log a served request leaves."""
+    for name in ("README.md", ".gitignore"):
+        shutil.copy(PROJECT / name, tmp_path / name)
+    for folder in [p for p in PROJECT.iterdir() if p.is_dir() and p.name not in {"logs", *UNNAMED_RUN_OUTPUTS}]:
+        (tmp_path / folder.name).mkdir()
+    assert layout_mismatch(tmp_path) == ""
+    serve = yaml.safe_load((PROJECT / "conf" / "serve" / "default.yaml").read_text(encoding="utf-8"))
+    (tmp_path / serve["prediction_log"]["dir"] / "predictions" / "data").mkdir(parents=True)
+    assert layout_mismatch(tmp_path) == ""
+    (tmp_path / "scratch").mkdir()
+    assert "scratch" in layout_mismatch(tmp_path)
 
 
 def test_readme_names_every_library_subpackage() -> None:

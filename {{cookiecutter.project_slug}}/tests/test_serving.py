@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import pytest
 import yaml
 from conftest import PROJECT, run
 from pydantic import ValidationError
+from support.probes import PROBE_PATH, PROBED_ENTRY, STALL_ID, STALL_S
 from support.tiny import tiny_model
 
 from {{ cookiecutter.package_name }}.deploy.checks import wait_ready
@@ -36,7 +37,7 @@ from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate
 from {{ cookiecutter.package_name }}.release.package import request_body
 from {{ cookiecutter.package_name }}.serving import SHADOW_HEADER
 from {{ cookiecutter.package_name }}.serving.api import SERVE_FILE, Transaction, load_serve_settings, request_model, to_columns
-from {{ cookiecutter.package_name }}.serving.service import PromptTimeout, score_off_loop_if_large, use_prompt_timeout
+from {{ cookiecutter.package_name }}.serving.service import PromptTimeout, score_off_loop_if_large
 from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
 
 ROW_CAP = 1000
@@ -182,11 +183,8 @@ def test_the_request_timeout_lets_answered_requests_go() -> None:
         gc.collect()
         return sum(ref() is not None for ref in alive)
 
+    # That BentoML builds its timeout from PromptTimeout is proved over HTTP: test_a_stalled_model_gets_504.
     assert asyncio.run(serve_many(PromptTimeout, 1000)) <= 200
-    use_prompt_timeout()
-    from bentoml._internal.server.http import traffic
-
-    assert traffic.TimeoutMiddleware is PromptTimeout  # what BentoML builds its timeout middleware from
 
 
 TRAINING_ONLY = ("lightning", "mlflow", "hydra", "omegaconf", "torchmetrics", "dvc")
@@ -218,9 +216,9 @@ STORE_MODEL = (
 )
 
 
-def bento_command(port: int) -> list[str]:
+def bento_command(port: int, entry: str = "service:FraudDetector") -> list[str]:
     """`bentoml serve` of the service in the current folder (a bento folder with its serve.json)."""
-    return ["bentoml", "serve", "service:FraudDetector", "--host", "127.0.0.1", "--port", str(port)]
+    return ["bentoml", "serve", entry, "--host", "127.0.0.1", "--port", str(port)]
 
 
 def start_server(
@@ -241,7 +239,7 @@ def start_server(
     return server, url
 
 
-def serve(command: list[str], cwd: Path, env: dict[str, str], log: Path, port: int) -> Iterator[str]:
+def serve(command: list[str], cwd: Path, env: dict[str, str], log: Path, port: int) -> Generator[str, None, None]:
     """Run a server until the generator is closed; yields its base URL once /readyz answers 200."""
     server, url = start_server(command, cwd, env, log, port)
     try:
@@ -251,31 +249,62 @@ def serve(command: list[str], cwd: Path, env: dict[str, str], log: Path, port: i
         server.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def served(
-    tmp_path_factory: pytest.TempPathFactory, transactions: pd.DataFrame, golden: pd.DataFrame
+def serve_bento(
+    scratch: Path, model: Any, golden: pd.DataFrame, entry: str, **settings: Any
 ) -> Iterator[dict[str, Any]]:
-    """`bentoml serve` of bentos/service.py with a model in a scratch BENTOML_HOME and conf/serve's settings."""
-    scratch = tmp_path_factory.mktemp("served")
-    model = tiny_model(transactions)
+    """`bentoml serve` of `entry` from a bento folder (bentos/service.py, and probe_service.py: the same service
+    with tests/support/probes.py), `model` in a scratch BENTOML_HOME, serve.json from conf/serve with `settings`
+    over it. Yields once /readyz answers 200."""
     model.save(scratch / "model.pt")
     (scratch / "example.json").write_text(json.dumps(body(golden, 2)))
-    env = {**os.environ, "PYTHONPATH": str(PROJECT / "src"), "BENTOML_HOME": str(scratch / "bentoml")}
+    path = os.pathsep.join([str(PROJECT / "src"), str(PROJECT / "tests")])
+    env = {**os.environ, "PYTHONPATH": path, "BENTOML_HOME": str(scratch / "bentoml")}
     tag = run(
         [sys.executable, "-c", STORE_MODEL, str(scratch / "model.pt"), str(scratch / "example.json")], scratch, env=env
     )
     bento_dir = scratch / "bento"
     bento_dir.mkdir()
     shutil.copy(PROJECT / "bentos" / "service.py", bento_dir / "service.py")
-    settings = yaml.safe_load((PROJECT / "conf" / "serve" / "default.yaml").read_text())
-    (bento_dir / SERVE_FILE).write_text(json.dumps({**settings, "model_tag": tag.stdout.strip().splitlines()[-1]}))
+    (bento_dir / "probe_service.py").write_text(PROBED_ENTRY)
+    defaults = yaml.safe_load((PROJECT / "conf" / "serve" / "default.yaml").read_text())
+    serve_json = {**defaults, **settings, "model_tag": tag.stdout.strip().splitlines()[-1]}
+    (bento_dir / SERVE_FILE).write_text(json.dumps(serve_json))
     (port,) = free_ports(1)
     log = scratch / "server.log"
     # Started from the bento folder, as a shell there would: the log's relative dir is under $PWD.
     env = {**env, "PWD": str(bento_dir)}
-    server = serve(bento_command(port), bento_dir, env, log, port)
-    yield {"url": next(server), "model": model, "log": log, "bento": bento_dir, "env": env}
+    server = serve(bento_command(port, entry), bento_dir, env, log, port)
+    yield {"url": next(server), "model": model, "log": log, "bento": bento_dir, "env": env, "settings": serve_json}
     server.close()
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, transactions: pd.DataFrame, golden: pd.DataFrame
+) -> Iterator[dict[str, Any]]:
+    """`bentoml serve` of bentos/service.py with a model in a scratch BENTOML_HOME and conf/serve's settings."""
+    model = tiny_model(transactions)
+    yield from serve_bento(tmp_path_factory.mktemp("served"), model, golden, "service:FraudDetector")
+
+
+@pytest.fixture(scope="module")
+def probed(
+    tmp_path_factory: pytest.TempPathFactory, transactions: pd.DataFrame, golden: pd.DataFrame
+) -> Iterator[dict[str, Any]]:
+    """The same service with probes into its worker (tests/support/probe_service.py) and a 1 s request timeout."""
+    model = tiny_model(transactions)
+    yield from serve_bento(tmp_path_factory.mktemp("probed"), model, golden, "probe_service:FraudDetector", timeout_s=1)
+
+
+def probe(url: str, arm: bool | None = None) -> dict[str, Any]:
+    """What the worker saw (GET); with `arm`, first arm or disarm its DataFrame trap and clear its batch record."""
+    answer = (
+        httpx.get(url + PROBE_PATH, timeout=10)
+        if arm is None
+        else httpx.post(url + PROBE_PATH, json={"arm": arm}, timeout=10)
+    )
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
 
 
 def golden_chunks(golden: pd.DataFrame) -> list[pd.DataFrame]:
@@ -306,7 +335,7 @@ def test_the_served_model_logs_what_it_scored(served: dict[str, Any], golden: pd
     assert response.status_code == 200, response.text
     scores = [p["fraud_probability"] for p in response.json()["predictions"]]
     files = served["bento"] / "logs" / "predictions" / "predictions" / "data"
-    deadline, lines = time.monotonic() + 15, []
+    deadline, lines = time.monotonic() + 15, list[dict[str, Any]]()
     while time.monotonic() < deadline and scores != [line["fraud_probability"] for line in lines[-3:]]:
         time.sleep(0.1)
         lines = [json.loads(text) for path in files.glob("data.*.log*") for text in path.read_text().splitlines()]
@@ -413,17 +442,19 @@ def test_client_errors_are_logged_without_request_values(
     assert value not in log and "Traceback" not in log
 
 
-def test_batched_requests_fail_alone(served: dict[str, Any], golden: pd.DataFrame) -> None:
-    """8 concurrent clients, one with a bad row: the 7 others get their own answers, the bad one only its own error."""
+def test_batched_requests_are_scored_together_and_fail_alone(probed: dict[str, Any], golden: pd.DataFrame) -> None:
+    """8 concurrent clients, one with a bad row: rows of several requests go through one model call, the 7 good
+    requests get their own answers, the bad one only its own error, and no batch holds its rows."""
+    url, model = probed["url"], probed["model"]
     requests = [body(golden.iloc[3 * i : 3 * i + 3], 3) for i in range(8)]
     requests[5]["transactions"][1]["amount"] = "12.5"
 
     async def send_all() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as client:
-            return await asyncio.gather(*(client.post(f"{served['url']}/predict_batched", json=r) for r in requests))
+            return await asyncio.gather(*(client.post(f"{url}/predict_batched", json=r) for r in requests))
 
+    probe(url, arm=False)  # clears the worker's record of batches
     answers = asyncio.run(send_all())
-    model = served["model"]
     for i, (request, answer) in enumerate(zip(requests, answers, strict=True)):
         ids = [row["transaction_id"] for row in request["transactions"]]
         if i == 5:
@@ -435,6 +466,53 @@ def test_batched_requests_fail_alone(served: dict[str, Any], golden: pd.DataFram
         expected = model.predict_proba(golden.iloc[3 * i : 3 * i + 3])
         assert [p["transaction_id"] for p in answer.json()] == ids
         np.testing.assert_allclose([p["fraud_probability"] for p in answer.json()], expected, rtol=0, atol=1e-6)
+    batches = probe(url)["batches"]
+    assert sum(batches) == 7 * 3, f"the model scored {batches} rows per call: the 21 valid rows once each"
+    assert max(batches) > 3, f"no call scored rows of more than one request: {batches}"
+
+
+def test_a_stalled_model_gets_504_from_the_server(probed: dict[str, Any], golden: pd.DataFrame) -> None:
+    """A model call that outlasts serve.timeout_s: the client gets the service's 504 at the timeout, not the
+    answer when scoring ends; BentoML's own timeout would say "Not able to process the request in ..."."""
+    url, timeout_s = probed["url"], probed["settings"]["timeout_s"]
+    assert 3 * timeout_s < STALL_S
+    # More rows than inline_max_rows: scored in the worker's thread pool. A small request is scored on the event
+    # loop, so a stall there holds the loop itself and no timeout can answer (seen: 200 once the stall ended).
+    request = body(golden, probed["settings"]["inline_max_rows"] + 1)
+    request["transactions"][0]["transaction_id"] = STALL_ID
+    started = time.monotonic()
+    answer = httpx.post(f"{url}/predict", json=request, timeout=3 * STALL_S)
+    waited = time.monotonic() - started
+    assert answer.status_code == 504, answer.text[:500]
+    assert answer.json() == {"error": f"no answer within {timeout_s} s"}
+    assert waited < STALL_S, f"answered after {waited:.1f} s: when scoring ended, not at the timeout"
+    assert httpx.post(f"{url}/predict", json=body(golden, 3), timeout=30).status_code == 200
+
+
+def test_the_worker_froze_its_start_up_heap(probed: dict[str, Any]) -> None:
+    """gc.freeze after the warm-up, seen from inside the serving worker: the objects alive at start-up
+    (modules, torch, the model) sit in the permanent generation, out of every collection's walk."""
+    frozen = probe(probed["url"])["freeze_count"]
+    assert frozen > 10_000, f"{frozen} objects frozen in the worker"
+
+
+def test_no_dataframe_is_built_while_serving(probed: dict[str, Any], golden: pd.DataFrame) -> None:
+    """With pandas and polars DataFrame construction made to raise in the worker, both endpoints still answer,
+    inline (small) and in the pool (large), and nothing on the way swallowed a refused construction."""
+    url, model = probed["url"], probed["model"]
+    large = probed["settings"]["inline_max_rows"] + 1
+    armed = probe(url, arm=True)
+    try:
+        assert armed["trap_catches"], "the trap did not refuse a DataFrame in the worker"
+        for route, rows in (("/predict", 3), ("/predict", large), ("/predict_batched", 3), ("/predict_batched", large)):
+            answer = httpx.post(url + route, json=body(golden, rows), timeout=30)
+            assert answer.status_code == 200, f"{route} with {rows} rows: {answer.text[:500]}"
+            predictions = answer.json()["predictions"] if route == "/predict" else answer.json()
+            expected = model.predict_proba(golden.head(rows))
+            np.testing.assert_allclose([p["fraud_probability"] for p in predictions], expected, rtol=0, atol=1e-6)
+        assert probe(url)["frames_refused"] == 0
+    finally:
+        probe(url, arm=False)
 
 
 def test_a_worker_ends_with_its_killed_supervisor(served: dict[str, Any], tmp_path: Path) -> None:

@@ -330,6 +330,7 @@ def run_gate(cfg: DictConfig) -> dict[str, Any]:
             **champion.describe(),
             "metrics": {m: metric_value(m, labels, champion_scores) for m in RANKING_METRICS},
         }
+    checks.append(slice_coverage(metrics, list(cfg.gate.slices)))
     checks += _unjudged_slices(metrics, checks)
     return {
         "passed": all(check.passed for check in checks),
@@ -337,6 +338,17 @@ def run_gate(cfg: DictConfig) -> dict[str, Any]:
         "candidate": candidate,
         "checks": [check.as_dict() for check in checks],
     }
+
+
+def slice_coverage(metrics: dict[str, Any], curated: list[str]) -> Check:
+    """Every curated slice (conf/gate `slices`) reached metrics.json, so the gate judges each one.
+
+    Evaluation reports the slices it finds in the golden set: one missing there would otherwise go unnoticed.
+    """
+    evaluated = set(metrics.get("slices", {}))
+    missing = [name for name in curated if name not in evaluated]
+    detail = f"missing from metrics.json: {', '.join(missing)}" if missing else "every curated slice was evaluated"
+    return Check("slice_coverage", not missing, len(curated) - len(missing), len(curated), detail)
 
 
 def _unjudged_slices(metrics: dict[str, Any], checks: list[Check]) -> list[Check]:
