@@ -98,24 +98,26 @@ def save_bento_model(
 def remove_from_store(tag: str) -> bool:
     """Delete one bento or bento model by its exact tag, a torn save (a folder BentoML cannot load) included.
 
-    BentoML copies an item into its store file by file, and cannot list a store holding a folder without
-    its model.yaml / bento.yaml: left there, it would break every later `bentoml list` in that store.
+    BentoML copies an item into its store file by file. Its own `delete` lists every version of the
+    name afterwards and fails on a torn folder another project's killed run may have left, so the folder
+    is removed here and `latest` re-pointed the way BentoML does, over the versions it can read.
     """
-    import bentoml
     from bentoml._internal.configuration.containers import BentoMLContainer  # the store folders: no public API
 
     name, version = tag.split(":")
-    model = name == MODEL_NAME
-    store = BentoMLContainer.model_store_dir.get() if model else BentoMLContainer.bento_store_dir.get()
+    manifest = "model.yaml" if name == MODEL_NAME else "bento.yaml"
+    store = BentoMLContainer.model_store_dir.get() if name == MODEL_NAME else BentoMLContainer.bento_store_dir.get()
     folder = Path(store) / name / version
     if not folder.is_dir():
         return False
-    try:
-        (bentoml.models if model else bentoml.bentos).get(tag)
-    except Exception:  # whatever it lacks, a folder BentoML cannot load is one whose save never finished
-        shutil.rmtree(folder)
-        return True
-    (bentoml.models if model else bentoml.bentos).delete(tag)
+    shutil.rmtree(folder)
+    latest = folder.parent / "latest"
+    if latest.exists() and latest.read_text(encoding="utf-8").strip() == version:
+        whole = sorted(folder.parent.glob(f"*/{manifest}"), key=lambda path: path.stat().st_mtime)
+        if whole:
+            latest.write_text(whole[-1].parent.name, encoding="utf-8")
+        else:
+            latest.unlink()
     return True
 
 
