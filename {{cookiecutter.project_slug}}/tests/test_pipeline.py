@@ -1,8 +1,8 @@
 """Pipeline-slice tests: `dvc repro` on a throwaway copy of this project, the way a user runs it.
 
 The tests of this module share one workspace (under a hidden folder) and run in order: a full
-run, a no-op and a forced rerun, package killed part-way and rerun, then a real champion, and ways
-the pipeline must stop. They are the slow tier's (`pytest -m slow`).
+run, a no-op and a forced rerun, package killed part-way and rerun (nothing is registered before
+its bento is built), then a real champion, and ways the pipeline must stop. They are the slow tier's (`pytest -m slow`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 from conftest import make_workspace, run, workspace_env
 
 from {{ cookiecutter.package_name }}.lineage import file_md5
-from {{ cookiecutter.package_name }}.release.registry import BENTO_TAG, CHALLENGER
+from {{ cookiecutter.package_name }}.release.registry import BENTO_TAG, CHALLENGER, PACKAGE_JOURNAL
 from {{ cookiecutter.package_name }}.serving.api import MODEL_NAME
 
 FAST = [sys.executable, "tools/params.py", "debug=fast"]
@@ -75,8 +75,8 @@ def registry(workspace: Path) -> tuple[dict[str, dict[str, str]], str | None]:
     )
 
 
-# Where `kill -9` lands in the package stage, and what it leaves of the unfinished version: (bento models, bentos).
-KILL_POINTS = {"version reserved": (0, 0), "bento model saved": (1, 0), "bento built": (1, 1)}
+# Where `kill -9` lands in the package stage, and what it leaves of its run: (bento models, bentos, RUNNING runs).
+KILL_POINTS = {"bento model saved": (1, 0, 0), "bento built": (1, 1, 0), "package run started": (1, 1, 1)}
 STORE_LISTING = """
 import json, sys, bentoml
 models = {str(m.tag): m.info.labels for m in bentoml.models.list() if m.tag.name == sys.argv[1]}
@@ -95,6 +95,16 @@ def saved(store: Path) -> set[str]:
     return {f"{path.parent.name}:{version}" for path in store.glob("*/latest") if (version := path.read_text().strip())}
 
 
+def package_runs(workspace: Path, status: str) -> set[str]:
+    """Ids of the package stage's MLflow runs with this status, read from the database without MLflow."""
+    query = (
+        "SELECT runs.run_uuid FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
+        "WHERE tags.key = 'stage' AND tags.value = 'package' AND runs.status = ?"
+    )
+    with closing(sqlite3.connect(workspace / "mlflow.db", timeout=60)) as db:
+        return {row[0] for row in db.execute(query, (status,))}
+
+
 def wait_for(stage: subprocess.Popen[bytes], reached: Callable[[], object], log: Path) -> None:
     deadline = time.monotonic() + 600
     while not reached():
@@ -106,11 +116,11 @@ def wait_for(stage: subprocess.Popen[bytes], reached: Callable[[], object], log:
 def kill_package_at(workspace: Path, point: str, log: Path) -> None:
     """`python pipelines/package.py` (the stage's command), killed with SIGKILL, children too, once at `point`."""
     home = Path(workspace_env(workspace)["BENTOML_HOME"])
-    versions, models, bentos = len(registry(workspace)[0]), saved(home / "models"), saved(home / "bentos")
+    models, bentos, running = saved(home / "models"), saved(home / "bentos"), package_runs(workspace, "RUNNING")
     steps = {
-        "version reserved": lambda: len(registry(workspace)[0]) > versions,
         "bento model saved": lambda: saved(home / "models") - models,
         "bento built": lambda: saved(home / "bentos") - bentos,
+        "package run started": lambda: package_runs(workspace, "RUNNING") - running,
     }
     with log.open("w") as output, closing(sqlite3.connect(workspace / "mlflow.db", isolation_level=None)) as db:
         stage = subprocess.Popen(
@@ -121,12 +131,13 @@ def kill_package_at(workspace: Path, point: str, log: Path) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        # A write lock on the registry's database holds the stage at its next MLflow write (creating the
+        # package run, then logging the model), so the kill lands before it.
+        lock_after = "package run started" if point == "package run started" else "bento model saved"
         try:
             for step in list(steps)[: list(steps).index(point) + 1]:
                 wait_for(stage, steps[step], log)
-                if step == "bento model saved":
-                    # The stage's next registry write is the alias, right after the bento is saved: a write lock
-                    # on the registry's database holds it there, so the kill lands between the bento and the alias.
+                if step == lock_after:
                     db.execute("BEGIN EXCLUSIVE")
         finally:
             with suppress(ProcessLookupError):
@@ -195,7 +206,7 @@ def test_a_param_reruns_exactly_the_stages_that_read_it(workspace: Path) -> None
 
 
 def package_killed(workspace: Path, point: str, change: str, log: Path) -> tuple[set[str], str]:
-    """Package killed at `point` after `change`, a param only it reads: (the versions before, the one it reserved).
+    """Package killed at `point` after `change`, a param only it reads: (the versions before, its journal id).
 
     The change gives `dvc repro` package to run, as it had when it was killed.
     """
@@ -204,49 +215,57 @@ def package_killed(workspace: Path, point: str, change: str, log: Path) -> tuple
     before, challenger = registry(workspace)
     kill_package_at(workspace, point, log)
     versions, aliased = registry(workspace)
-    (reserved,) = set(versions) - set(before)
-    assert BENTO_TAG not in versions[reserved] and aliased == challenger, "killed before the alias"
-    return set(before), reserved
+    # The registry version is created only after the bento is built: a kill before that leaves none.
+    assert versions == before and aliased == challenger, "no version is registered before its bento is built"
+    journal = json.loads((workspace / "bentos" / ".state" / "package-journal.json").read_text())
+    return set(before), journal["id"]
 
 
-def assert_package_finished(workspace: Path, before: set[str], reserved: str) -> None:
-    """The reserved version, and no other, is finished and `challenger`; no bento or bento model is left over."""
+def assert_package_finished(workspace: Path, before: set[str]) -> None:
+    """One new version, finished and `challenger`; every bento and bento model is that of a registered version."""
     versions, aliased = registry(workspace)
-    assert set(versions) - before == {reserved} and aliased == reserved, "the reserved version is finished"
+    (new,) = set(versions) - before
+    assert aliased == new, "the new version is challenger"
     package = reports(workspace, "package.json")
-    assert package["model_version"] == reserved and package["bento_tag"] == versions[reserved][BENTO_TAG]
-    assert package["model_md5"] == versions[reserved]["model_md5"] == file_md5(workspace / "models" / "model.pt")
+    assert package["model_version"] == new and package["bento_tag"] == versions[new][BENTO_TAG]
+    assert package["model_md5"] == versions[new]["model_md5"] == file_md5(workspace / "models" / "model.pt")
     store = bento_store(workspace)
-    for tag, labels in store["bentos"].items():  # every bento is the finished bento of the version it names
-        assert versions[labels["registry_version"]].get(BENTO_TAG) == tag, (tag, labels)
-    owners = Counter(labels["registry_version"] for labels in store["models"].values())
-    assert all(count == 1 and BENTO_TAG in versions[owner] for owner, count in owners.items()), owners
-    assert store["models"][package["bento_model_tag"]]["registry_version"] == reserved
+    registered = {tags[BENTO_TAG]: tags[PACKAGE_JOURNAL] for tags in versions.values()}
+    assert set(store["bentos"]) <= set(registered), "a bento no version names is left over"
+    journals = Counter(labels[PACKAGE_JOURNAL] for labels in store["models"].values())
+    assert all(count == 1 and journal in registered.values() for journal, count in journals.items()), journals
+    assert store["models"][package["bento_model_tag"]][PACKAGE_JOURNAL] == versions[new][PACKAGE_JOURNAL]
+    assert not (workspace / "bentos" / ".state" / "package-journal.json").exists(), "a finished run clears its journal"
+    assert not package_runs(workspace, "RUNNING"), "no package run is left RUNNING"
     assert "Data and pipelines are up to date" in run(["dvc", "status"], workspace).stdout
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_package_killed_at_any_point_is_finished_by_the_next_repro(workspace: Path, point: str, tmp_path: Path) -> None:
     change = f"serve.timeout_s={31 + list(KILL_POINTS).index(point)}"  # another value each time
-    before, reserved = package_killed(workspace, point, change, tmp_path / "package.log")
+    before, journal = package_killed(workspace, point, change, tmp_path / "package.log")
     left = bento_store(workspace)
-    owned = tuple(sum(v["registry_version"] == reserved for v in left[kind].values()) for kind in ("models", "bentos"))
-    assert owned == KILL_POINTS[point], left
+    owned = tuple(sum(v[PACKAGE_JOURNAL] == journal for v in left[kind].values()) for kind in ("models", "bentos"))
+    running = package_runs(workspace, "RUNNING")
+    assert (*owned, len(running)) == KILL_POINTS[point], (left, running)
     result = run(["dvc", "repro", "package"], workspace)
     assert "Running stage 'package'" in result.stdout
-    assert ("left by an unfinished package run" in result.stdout) == (point != "version reserved"), result.stdout
-    assert_package_finished(workspace, before, reserved)
+    assert f"removed {MODEL_NAME}:{journal}, left by an unfinished package run" in result.stdout, result.stdout
+    for run_id in running:  # the killed run's MLflow run is closed by the next one, as train does
+        assert f"marked MLflow run {run_id}, left running by a killed package run, as KILLED" in result.stdout
+    assert running <= package_runs(workspace, "KILLED")
+    assert_package_finished(workspace, before)
 
 
 def test_a_bento_model_save_torn_by_a_kill_does_not_block_the_next_repro(workspace: Path, tmp_path: Path) -> None:
-    before, reserved = package_killed(workspace, "bento model saved", "serve.timeout_s=34", tmp_path / "package.log")
-    models = Path(workspace_env(workspace)["BENTOML_HOME"]) / "models" / MODEL_NAME
-    torn = models / (models / "latest").read_text().strip()
+    before, journal = package_killed(workspace, "bento model saved", "serve.timeout_s=34", tmp_path / "package.log")
+    torn = Path(workspace_env(workspace)["BENTOML_HOME"]) / "models" / MODEL_NAME / journal
     (torn / "model.yaml").unlink()  # what a kill leaves during BentoML's file-by-file copy into its store
     assert run([sys.executable, "-c", STORE_LISTING, MODEL_NAME], workspace, check=False).returncode != 0
     result = run(["dvc", "repro", "package"], workspace)
-    assert f"removed {MODEL_NAME}:{torn.name}, left by an unfinished package run" in result.stdout
-    assert_package_finished(workspace, before, reserved)
+    assert f"removed {MODEL_NAME}:{journal}, left by an unfinished package run" in result.stdout
+    assert not torn.exists()
+    assert_package_finished(workspace, before)
 
 
 def test_impossible_threshold_stops_at_gate_and_package_does_not_run(workspace: Path) -> None:

@@ -12,19 +12,21 @@ from omegaconf import OmegaConf
 from {{ cookiecutter.package_name }}.lineage import file_md5
 from {{ cookiecutter.package_name }}.release.champion import ChampionError, from_registry
 from {{ cookiecutter.package_name }}.release.registry import (
+    BENTO_TAG,
     CHALLENGER,
     CHAMPION,
+    PACKAGE_JOURNAL,
     RegistryError,
     aliased_version,
     promote,
     register_challenger,
-    reserve_version,
-    set_challenger,
+    training_run,
+    version_of_bento,
 )
 from {{ cookiecutter.package_name }}.training.artifact import ScoringModel
 from {{ cookiecutter.package_name }}.training.model import build_network
 from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
-from {{ cookiecutter.package_name }}.training.tracking import shown_uri, tracking_uri
+from {{ cookiecutter.package_name }}.training.tracking import close_stale_runs, shown_uri, start_run, tracking_uri
 
 
 @pytest.fixture
@@ -50,10 +52,6 @@ def setup(tmp_path: Path, transactions: pd.DataFrame, monkeypatch: pytest.Monkey
         {"mlflow_run_id": None},
     )
     model.save(tmp_path / "model.pt")
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("registry-test")
     example = transactions.drop(columns=["is_fraud"]).head(3)
     return cfg, tmp_path / "model.pt", example
 
@@ -89,16 +87,46 @@ def test_promotion_refuses_unknown_or_ungated_versions_and_needs_an_approver(set
         promote(cfg, version, approved_by="alice")
 
 
-def test_a_crashed_package_leaves_a_version_that_is_reused_never_aliased(setup) -> None:
+def test_a_version_is_registered_with_its_bento_by_a_run_of_the_project_experiment(setup) -> None:
+    """No active experiment is set (as in the package stage): the package run must still land in the project's."""
+    from mlflow import MlflowClient
+
     cfg, path, example = setup
-    reserved = reserve_version(cfg, path, example, {"git_commit": "abc"})
-    assert aliased_version(cfg, CHALLENGER) is None  # a crash here leaves no alias behind
-    with pytest.raises(RegistryError, match="has no bento"):
-        promote(cfg, reserved, approved_by="alice")
-    assert reserve_version(cfg, path, example, {"git_commit": "abc"}) == reserved  # the rerun reuses it
-    set_challenger(cfg, reserved, "service:abc")
-    assert aliased_version(cfg, CHALLENGER) == reserved
-    assert reserve_version(cfg, path, example, {"git_commit": "abc"}) != reserved  # a finished one is not reused
+    version = register_challenger(cfg, path, example, {"passed": True}, {PACKAGE_JOURNAL: "j1"}, "svc:1")
+    tags = MlflowClient().get_model_version("registry-test", version).tags
+    assert tags[BENTO_TAG] == "svc:1" and tags[PACKAGE_JOURNAL] == "j1"
+    assert version_of_bento(cfg, "svc:1") == version and version_of_bento(cfg, "svc:2") is None
+    run = MlflowClient().get_run(tags["package_run_id"])
+    project = MlflowClient().get_experiment_by_name("registry-test")
+    assert run.info.experiment_id == project.experiment_id and run.info.status == "FINISHED"
+    assert run.data.tags["stage"] == "package" and run.data.tags[PACKAGE_JOURNAL] == "j1"
+
+
+def test_only_the_runs_a_journal_names_are_closed_as_killed(setup) -> None:
+    from mlflow import MlflowClient
+
+    cfg, _path, _example = setup
+    killed = start_run(cfg, {PACKAGE_JOURNAL: "j1"}, stage="package")
+    other = start_run(cfg, {PACKAGE_JOURNAL: "j2"}, stage="package")
+    assert close_stale_runs(cfg, PACKAGE_JOURNAL, "j1") == [killed]
+    assert MlflowClient().get_run(killed).info.status == "KILLED"
+    assert MlflowClient().get_run(other).info.status == "RUNNING"
+    assert close_stale_runs(cfg, PACKAGE_JOURNAL, "j1") == []  # closed once
+
+
+def test_the_training_run_is_looked_up_in_the_project_experiment_only(setup) -> None:
+    """Another project on the same server trains the same bytes from the same data: its run is not ours."""
+    from mlflow import MlflowClient
+
+    cfg, path, _example = setup
+    md5 = file_md5(path)
+    client = MlflowClient()
+    elsewhere = client.create_run(
+        client.create_experiment("another-project"), tags={"stage": "train", "model_md5": md5}
+    )
+    assert training_run(cfg, md5)["mlflow_run_id"] == "n/a", elsewhere.info.run_id
+    ours = start_run(cfg, {"model_md5": md5})
+    assert training_run(cfg, md5)["mlflow_run_id"] == ours
 
 
 def test_the_registry_champion_is_loaded_from_its_alias(setup) -> None:

@@ -49,7 +49,8 @@ def bento_info(tag: str) -> BentoInfo:
         ) from None
     labels = dict(bento.info.labels or {})
     models = tuple(str(model.tag) for model in bento.info.models)
-    # The package stage labels bentos with the MLflow registry version; fall back to the model tag.
+    # A bento is built before its registry version exists (the version records the bento's tag), so
+    # the package stage's bentos name their bento model; a `model_version` label (stand-ins) wins.
     version = labels.get("model_version") or labels.get("registry_version") or (models[0] if models else None)
     return BentoInfo(tag=str(bento.tag), path=Path(bento.path), model_version=version, models=models)
 

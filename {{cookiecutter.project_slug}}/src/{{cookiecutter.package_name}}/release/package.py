@@ -19,10 +19,12 @@ from ..errors import PipelineError
 from ..evaluation.evaluate import load_golden
 from ..files import write_atomically
 from ..lineage import environment, file_md5, git_commit
-from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, SERVE_FILE, SERVICE_NAME, score_body
+from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, SERVE_FILE, score_body
 from ..training.artifact import ScoringModel, load_model
+from ..training.tracking import close_stale_runs
 from .card import render_card
-from .registry import reserve_version, set_challenger, training_run
+from .journal import Journal, clear_journal, project_identity, read_journal, write_journal
+from .registry import PACKAGE_JOURNAL, register_challenger, training_run, version_of_bento
 
 BENTO_DIR = Path("bentos")
 # Files the package stage writes into the bento build context (git-ignored there).
@@ -82,57 +84,63 @@ def smoke_requests(model: ScoringModel, golden: pd.DataFrame, model_tag: str) ->
 
 
 def save_bento_model(
-    model_path: Path, example: dict[str, Any], card_md: str, labels: dict[str, str], metadata: dict[str, Any]
+    tag: str, model_path: Path, example: dict[str, Any], card_md: str, labels: dict[str, str], metadata: dict[str, Any]
 ) -> str:
     import bentoml
 
-    with bentoml.models.create(MODEL_NAME, labels=labels, metadata=metadata) as bento_model:
+    with bentoml.models.create(tag, labels=labels, metadata=metadata) as bento_model:
         shutil.copy(model_path, bento_model.path_of(MODEL_FILE))
         Path(bento_model.path_of(EXAMPLE_FILE)).write_text(json.dumps(example), encoding="utf-8")
         Path(bento_model.path_of(CARD_FILE)).write_text(card_md, encoding="utf-8")
     return str(bento_model.tag)
 
 
-def remove_leftovers(labels: dict[str, str]) -> list[str]:
-    """Delete bentos and bento models a crashed run built for this (never aliased) registry version."""
-    import bentoml
+def remove_from_store(tag: str) -> bool:
+    """Delete one bento or bento model by its exact tag, a torn save (a folder BentoML cannot load) included.
 
-    removed = []
-    for bento in bentoml.bentos.list():
-        if all(bento.info.labels.get(k) == v for k, v in labels.items()):
-            bentoml.bentos.delete(bento.tag)
-            removed.append(str(bento.tag))
-    for model in bentoml.models.list():  # listing by name raises NotFound while the store has none
-        if model.tag.name == MODEL_NAME and all(model.info.labels.get(k) == v for k, v in labels.items()):
-            bentoml.models.delete(model.tag)
-            removed.append(str(model.tag))
-    return removed
-
-
-def remove_torn_saves() -> list[str]:
-    """Store folders of this project's bento model and bentos that BentoML cannot load: a killed save's.
-
-    BentoML copies an item into its store file by file, and cannot list a store holding a folder without
-    its model.yaml / bento.yaml: `remove_leftovers`, and so every later package run, would fail on it.
+    BentoML copies an item into its store file by file. Its own `delete` lists every version of the
+    name afterwards and fails on a torn folder another project's killed run may have left, so the folder
+    is removed here and `latest` re-pointed the way BentoML does, over the versions it can read.
     """
-    import bentoml
     from bentoml._internal.configuration.containers import BentoMLContainer  # the store folders: no public API
 
-    torn = []
-    for store, name, get in (
-        (BentoMLContainer.model_store_dir.get(), MODEL_NAME, bentoml.models.get),
-        (BentoMLContainer.bento_store_dir.get(), SERVICE_NAME, bentoml.bentos.get),
-    ):
-        folder = Path(store) / name
-        for item in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if not item.is_dir():
-                continue  # `latest`
-            try:
-                get(f"{name}:{item.name}")
-            except Exception:  # whatever it lacks, a folder BentoML cannot load is one whose save never finished
-                shutil.rmtree(item)
-                torn.append(f"{name}:{item.name}")
-    return torn
+    name, version = tag.split(":")
+    manifest = "model.yaml" if name == MODEL_NAME else "bento.yaml"
+    store = BentoMLContainer.model_store_dir.get() if name == MODEL_NAME else BentoMLContainer.bento_store_dir.get()
+    folder = Path(store) / name / version
+    if not folder.is_dir():
+        return False
+    shutil.rmtree(folder)
+    latest = folder.parent / "latest"
+    if latest.exists() and latest.read_text(encoding="utf-8").strip() == version:
+        whole = sorted(folder.parent.glob(f"*/{manifest}"), key=lambda path: path.stat().st_mtime)
+        if whole:
+            latest.write_text(whole[-1].parent.name, encoding="utf-8")
+        else:
+            latest.unlink()
+    return True
+
+
+def recover(cfg: DictConfig, reports: Path) -> None:
+    """Finish the books of a package run that did not finish, from its journal and nothing else.
+
+    A run that registered its version (or wrote its report) finished what others rely on: its items stay.
+    Otherwise its RUNNING MLflow run is closed KILLED and exactly the tags its journal names are removed.
+    """
+    journal = read_journal()
+    if journal is None:
+        return
+    package_report = reports / "package.json"
+    reported = json.loads(package_report.read_text(encoding="utf-8")) if package_report.exists() else {}
+    if reported.get("bento_tag") == journal.bento_tag or version_of_bento(cfg, journal.bento_tag) is not None:
+        print(f"package run {journal.id} was registered before it stopped: its bento {journal.bento_tag} stays")
+    else:
+        for run_id in close_stale_runs(cfg, PACKAGE_JOURNAL, journal.id):
+            print(f"marked MLflow run {run_id}, left running by a killed package run, as KILLED")
+        for tag in journal.tags:
+            if remove_from_store(tag):
+                print(f"removed {tag}, left by an unfinished package run")
+    clear_journal()
 
 
 def build_wheel(destination: Path) -> list[str]:
@@ -148,7 +156,7 @@ def build_wheel(destination: Path) -> list[str]:
     return sorted(str(path.relative_to(destination.parent)) for path in destination.glob("*.whl"))
 
 
-def build_bento(labels: dict[str, str]) -> Any:
+def build_bento(tag: str, labels: dict[str, str]) -> Any:
     """`bentoml build` of bentos/bentofile.yaml plus the freshly built project wheel.
 
     BentoML refuses a wheel whose absolute path has a dot-folder in it (and one outside the working
@@ -169,7 +177,7 @@ def build_bento(labels: dict[str, str]) -> Any:
         previous = Path.cwd()
         os.chdir(context)
         try:
-            return bentoml.bentos.build(**config, build_ctx=str(context))
+            return bentoml.bentos.build(**config, version=tag.split(":")[1], build_ctx=str(context))
         finally:
             os.chdir(previous)
 
@@ -178,21 +186,25 @@ def card_context(
     cfg: DictConfig,
     model: ScoringModel,
     golden: pd.DataFrame,
-    version: str,
+    registered: tuple[str, str] | None,
     gate: dict[str, Any],
     lineage: dict[str, Any],
 ) -> dict[str, Any]:
-    """What the model card says: the model, its data, its lineage (from its training run) and the gate."""
+    """What the model card says: the model, its data, its lineage (from its training run) and the gate.
+
+    `registered` is (registry version, bento tag), None for the card that goes into the bento: the version
+    is registered only once that bento is built.
+    """
     return {
         "model_name": str(cfg.logger.registered_model_name),
-        "model_version": version,
-        "license": "MIT",
+        "model_version": registered[0] if registered else None,
+        "license": "{{ cookiecutter.license }}",
         "architecture": model.architecture,
         "threshold": model.threshold,
         "git_commit": lineage["git_commit"],
         "mlflow_run_id": lineage["mlflow_run_id"],
         "trained_at": lineage["trained_at"],
-        "bento_tag": None,
+        "bento_tag": registered[1] if registered else None,
         "data": model.metadata.get("data", {}),
         "train_rows": model.metadata.get("train_rows", 0),
         "val_rows": model.metadata.get("val_rows", 0),
@@ -209,10 +221,11 @@ def card_context(
 
 
 def package(cfg: DictConfig) -> dict[str, Any]:
-    """One transaction: check the approval, reserve a version, build the bento, then set `challenger` last.
+    """Check the approval, journal what will be created, build the bento, register it, then set `challenger` last.
 
-    A rerun after a crash at any point reuses the reserved version and deletes the half-built bento,
-    so `challenger` only ever points at a version whose bento exists.
+    The registry version is created only once the bento it names is built. A rerun after a kill at
+    any point removes what the killed run's journal names, so `challenger` only ever points at a
+    version whose bento exists, and nothing another project put in a shared store is touched.
     """
     reports = Path(cfg.paths.reports)
     gate = read_gate(reports / "gate.json")
@@ -220,48 +233,55 @@ def package(cfg: DictConfig) -> dict[str, Any]:
     hashes = check_approval(gate, {"model": model_path, "golden": Path(cfg.paths.golden)})
     model = load_model(model_path)
     golden = load_golden(cfg.paths.golden)
+    recover(cfg, reports)  # every input checked: only now may anything be deleted
     lineage = training_run(cfg, hashes["model"])
     commit = git_commit()
     example_rows = golden.drop(columns=[SLICE_COLUMN]).head(5)
     data_md5 = {name: info["md5"] for name, info in model.metadata.get("data", {}).items()}
-    version = reserve_version(
+    journal = Journal.new()
+    write_journal(journal)  # before the first item is created: whatever a kill leaves, the journal names
+    labels = {
+        **project_identity(cfg),
+        PACKAGE_JOURNAL: journal.id,
+        "model_md5": hashes["model"],
+        "git_commit": commit[:40],
+    }
+    bento_card, _ = render_card(card_context(cfg, model, golden, None, gate, lineage), Path(cfg.paths.plots))
+    model_tag = save_bento_model(
+        journal.model_tag,
+        model_path,
+        request_body(example_rows.head(2)),
+        bento_card,
+        labels=labels,
+        metadata={"model_md5": hashes["model"], "gate_passed": True, "metrics": gate["candidate"]["metrics"]},
+    )
+    (BENTO_DIR / SMOKE_FILE).write_text(
+        json.dumps(smoke_requests(model, golden, model_tag), indent=1), encoding="utf-8"
+    )
+    (BENTO_DIR / CARD_FILE).write_text(bento_card, encoding="utf-8")
+    serve_config = {**OmegaConf.to_container(cfg.serve), "model_tag": model_tag}  # type: ignore[dict-item]
+    (BENTO_DIR / SERVE_FILE).write_text(json.dumps(serve_config), encoding="utf-8")
+    bento_tag = str(build_bento(journal.bento_tag, labels).tag)
+    version = register_challenger(
         cfg,
         model_path,
         example_rows.drop(columns=[LABEL_COLUMN]),
+        gate,
         {
             "git_commit": commit,
             "model_md5": hashes["model"],
             "golden_md5": hashes["golden"],
             "train_run_id": lineage["mlflow_run_id"],
+            PACKAGE_JOURNAL: journal.id,
             **{f"data.{k}.md5": v for k, v in data_md5.items()},
         },
+        bento_tag,
     )
-    labels = {"registry_version": version, "model_md5": hashes["model"]}
-    for leftover in [*remove_torn_saves(), *remove_leftovers(labels)]:
-        print(f"removed {leftover}, left by an unfinished package run")
-    card_md, card_html = render_card(card_context(cfg, model, golden, version, gate, lineage), Path(cfg.paths.plots))
-    model_tag = save_bento_model(
-        model_path,
-        request_body(example_rows.head(2)),
-        card_md,
-        labels={**labels, "git_commit": commit[:40]},
-        metadata={
-            "model_md5": hashes["model"],
-            "registry_version": version,
-            "gate_passed": True,
-            "metrics": gate["candidate"]["metrics"],
-        },
+    card_md, card_html = render_card(
+        card_context(cfg, model, golden, (version, bento_tag), gate, lineage), Path(cfg.paths.plots)
     )
-    (BENTO_DIR / SMOKE_FILE).write_text(
-        json.dumps(smoke_requests(model, golden, model_tag), indent=1), encoding="utf-8"
-    )
-    (BENTO_DIR / CARD_FILE).write_text(card_md, encoding="utf-8")
-    serve_config = {**OmegaConf.to_container(cfg.serve), "model_tag": model_tag}  # type: ignore[dict-item]
-    (BENTO_DIR / SERVE_FILE).write_text(json.dumps(serve_config), encoding="utf-8")
-    bento = build_bento({**labels, "git_commit": commit[:40]})
-    set_challenger(cfg, version, str(bento.tag))
     result = {
-        "bento_tag": str(bento.tag),
+        "bento_tag": bento_tag,
         "bento_model_tag": model_tag,
         "model_version": version,
         "model_md5": hashes["model"],
@@ -274,4 +294,5 @@ def package(cfg: DictConfig) -> dict[str, Any]:
     write_atomically(reports / "model_card.md", card_md)
     write_atomically(reports / "model_card.html", card_html)
     write_atomically(reports / "package.json", json.dumps(result, indent=2) + "\n")
+    clear_journal()
     return result

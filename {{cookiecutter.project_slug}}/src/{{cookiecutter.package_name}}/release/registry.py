@@ -14,10 +14,11 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from ..errors import PipelineError
-from ..training.tracking import configure, log_model
+from ..training.tracking import configure, experiment_id, log_model
 
 CHALLENGER, CHAMPION = "challenger", "champion"
-BENTO_TAG = "bento_tag"  # set on a version once its bento is built: the mark of a finished `package`
+BENTO_TAG = "bento_tag"  # a version is registered with the bento built for it, never before
+PACKAGE_JOURNAL = "package_journal"  # the journal id of the package run that logged and registered it
 
 
 class RegistryError(PipelineError):
@@ -31,47 +32,45 @@ def _client(cfg: DictConfig) -> Any:
     return MlflowClient()
 
 
-def _leftover_version(client: Any, name: str, model_md5: str) -> str | None:
-    """A version of this model that a crashed `package` registered but never finished.
+def register_version(
+    cfg: DictConfig, model_path: Path, example: pd.DataFrame, tags: dict[str, str], bento_tag: str
+) -> str:
+    """Log the model in a package run of the project's experiment, then register it with its built bento.
 
-    The bento tag is set before any alias, so a version without one never had an alias either.
-    """
-    for version in client.search_model_versions(f"name='{name}'"):
-        if version.tags.get("model_md5") == model_md5 and BENTO_TAG not in version.tags:
-            return str(version.version)
-    return None
-
-
-def reserve_version(cfg: DictConfig, model_path: Path, example: pd.DataFrame, tags: dict[str, str]) -> str:
-    """A registry version for the model, with no alias yet: a crash's leftover is reused, else a new one.
-
-    Nothing points at it until `set_challenger`, so a crash after this leaves no alias on a half-packaged model.
+    Registration is the last write before the alias and carries the bento's tag, so every version in the
+    registry is one whose bento was built; a run killed before it leaves no version at all.
     """
     import mlflow
 
     from ..lineage import file_md5
     from ..training.artifact import load_model
+    from ..training.tracking import start_run
 
     name = str(cfg.logger.registered_model_name)
-    client = _client(cfg)
-    tags = {**tags, "model_md5": tags.get("model_md5") or file_md5(model_path), "gate_passed": "true"}
-    leftover = _leftover_version(client, name, tags["model_md5"])
-    if leftover is not None:
-        return leftover
-    with mlflow.start_run(
-        run_name=f"package-{tags.get('git_commit', 'unknown')[:12]}",
-        tags={"stage": "package", "train_run_id": tags.get("train_run_id", "unknown")},
-    ):
+    run_tags = {"train_run_id": tags.get("train_run_id", "unknown"), PACKAGE_JOURNAL: tags.get(PACKAGE_JOURNAL, "")}
+    run_id = start_run(cfg, run_tags, stage="package")
+    with mlflow.start_run(run_id=run_id):  # ends FINISHED, or FAILED on an error; a kill -9 is closed by `recover`
         model_uri = log_model(load_model(model_path), model_path, example)
-    return str(mlflow.register_model(model_uri, name, tags=tags).version)
+    version_tags = {
+        **tags,
+        "model_md5": tags.get("model_md5") or file_md5(model_path),  # what the champion lookup checks the bytes by
+        BENTO_TAG: bento_tag,
+        "gate_passed": "true",
+        "package_run_id": run_id,
+    }
+    return str(mlflow.register_model(model_uri, name, tags=version_tags).version)
 
 
-def set_challenger(cfg: DictConfig, version: str, bento_tag: str) -> None:
-    """The commit point of `package`: record the bento on the version, then point `challenger` at it."""
+def version_of_bento(cfg: DictConfig, bento_tag: str) -> str | None:
+    """The registry version registered with this bento, None when its package run never got that far."""
     name = str(cfg.logger.registered_model_name)
-    client = _client(cfg)
-    client.set_model_version_tag(name, version, BENTO_TAG, bento_tag)
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    versions = _client(cfg).search_model_versions(f"name='{name}' and tags.{BENTO_TAG} = '{bento_tag}'")
+    return str(versions[0].version) if versions else None
+
+
+def set_challenger(cfg: DictConfig, version: str) -> None:
+    """The commit point of `package`: point `challenger` at a registered (so packaged) version."""
+    _client(cfg).set_registered_model_alias(str(cfg.logger.registered_model_name), CHALLENGER, version)
 
 
 def register_challenger(
@@ -85,20 +84,21 @@ def register_challenger(
     """Register an approved artifact whose bento is built, and point `challenger` at it in one call."""
     if not gate_report.get("passed"):
         raise RegistryError("refusing to register a model whose gate did not pass")
-    version = reserve_version(cfg, model_path, example, tags)
-    set_challenger(cfg, version, bento_tag)
+    version = register_version(cfg, model_path, example, tags, bento_tag)
+    set_challenger(cfg, version)
     return version
 
 
 def training_run(cfg: DictConfig, model_md5: str) -> dict[str, Any]:
-    """Lineage of the model with this md5 from its latest training run: run id, commit, time, environment."""
+    """Lineage of the model with this md5 from the project's latest training run: run id, commit, time, environment.
+
+    Only this project's experiment: another project on the same server trains the same bytes from the same data.
+    """
     from mlflow import MlflowClient
 
-    configure(cfg)
-    client = MlflowClient()
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(
-        experiments, f"tags.model_md5 = '{model_md5}' and tags.stage = 'train'", order_by=["start_time DESC"]
+    experiment = experiment_id(cfg)  # configure first: the client takes its URI when made
+    runs = MlflowClient().search_runs(
+        [experiment], f"tags.model_md5 = '{model_md5}' and tags.stage = 'train'", order_by=["start_time DESC"]
     )
     if not runs:
         return {"mlflow_run_id": "n/a", "git_commit": "n/a", "trained_at": "n/a", "environment": {}}
@@ -125,7 +125,7 @@ def promote(cfg: DictConfig, version: str, approved_by: str) -> dict[str, str]:
     if model_version.tags.get("gate_passed") != "true":
         raise RegistryError(f"{name} v{version} did not pass the gate; only gate-passed versions can be champion")
     if BENTO_TAG not in model_version.tags:
-        raise RegistryError(f"{name} v{version} has no bento (its package run did not finish); package it first")
+        raise RegistryError(f"{name} v{version} has no bento (it was not registered by `package`); package it first")
     if not approved_by.strip():
         raise RegistryError("an approver is required (--approved-by)")
     previous = aliased_version(cfg, CHAMPION)

@@ -32,6 +32,13 @@ def tracking_uri(cfg: DictConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or str(cfg.logger.tracking_uri)
 
 
+def resolved_uri(cfg: DictConfig) -> str:
+    """The tracking URI as this project resolves it now: a relative SQLite file made absolute, a server as is."""
+    uri = tracking_uri(cfg)
+    database = sqlite_path(uri)
+    return uri if database is None else f"sqlite:///{database.resolve()}"
+
+
 def shown_uri(uri: str) -> str:
     """`uri` fit for reports and logs: any user or token in it (https://user:token@host) left out."""
     parts = urlsplit(uri)
@@ -106,19 +113,25 @@ def configure(cfg: DictConfig) -> str:
     return uri
 
 
-def start_run(cfg: DictConfig, tags: dict[str, str]) -> str:
-    """Create the training run up front, so every exit path below can close it with a status."""
+def experiment_id(cfg: DictConfig) -> str:
+    """The project's experiment (created if new): every run of the project goes there, never to "Default"."""
     from mlflow.tracking import MlflowClient
 
     configure(cfg)
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    experiment = MlflowClient().get_experiment_by_name(cfg.logger.experiment_name)
     assert experiment is not None  # created by configure
-    commit = git_commit()
-    run = client.create_run(
-        experiment.experiment_id,
-        run_name=f"train-{commit[:12]}",
-        tags={"git_commit": commit, "stage": "train", **tags},
+    return str(experiment.experiment_id)
+
+
+def start_run(cfg: DictConfig, tags: dict[str, str], stage: str = "train") -> str:
+    """Create a stage's run in the project's experiment up front, so every exit path can close it with a status."""
+    from mlflow.tracking import MlflowClient
+
+    experiment, commit = experiment_id(cfg), git_commit()  # configure first: the client takes its URI when made
+    run = MlflowClient().create_run(
+        experiment,
+        run_name=f"{stage}-{commit[:12]}",
+        tags={"git_commit": commit, "stage": stage, **tags},
     )
     return str(run.info.run_id)
 
@@ -159,6 +172,15 @@ def close_stale_run(run_id: str) -> bool:
         return False
     client.set_terminated(run_id, "KILLED")
     return True
+
+
+def close_stale_runs(cfg: DictConfig, tag: str, value: str) -> list[str]:
+    """Close as KILLED the project's RUNNING runs tagged `tag=value`: a killed process named them in its record."""
+    from mlflow.tracking import MlflowClient
+
+    experiment = experiment_id(cfg)  # configure first: the client takes its URI when made
+    runs = MlflowClient().search_runs([experiment], f"tags.`{tag}` = '{value}' and attributes.status = 'RUNNING'")
+    return [run.info.run_id for run in runs if close_stale_run(run.info.run_id)]
 
 
 def mlflow_logger(cfg: DictConfig, run_id: str, in_features: int) -> MLFlowLogger:
