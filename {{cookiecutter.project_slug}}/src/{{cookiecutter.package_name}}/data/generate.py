@@ -24,6 +24,7 @@ CATEGORY_RISK = np.array([-0.8, -0.6, -0.4, 0.4, 0.8, 0.6, 1.0, 1.2])
 CATEGORY_LOG_MEAN = np.array([3.3, 3.5, 3.7, 6.0, 5.6, 4.2, 3.4, 6.3])
 COUNTRY_WEIGHTS = np.array([0.40, 0.15, 0.12, 0.10, 0.08, 0.06, 0.05, 0.04])
 BASE_LOGIT = -4.1
+ROW_GROUP_ROWS = 262_144  # a streaming reader holds one row group per thread: keep them small
 
 
 def _fraud_logit(frame: pd.DataFrame, category_index: np.ndarray, hour: np.ndarray) -> np.ndarray:
@@ -142,7 +143,7 @@ def write_transactions(
             table = pa.Table.from_pandas(spoiled, preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(partial, table.schema, compression="snappy")
-            writer.write_table(table)
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         if writer is None:  # no rows: still a file with the columns
             table = pa.Table.from_pandas(generate_transactions(0, seed=seed), preserve_index=False)
             writer = pq.ParquetWriter(partial, table.schema, compression="snappy")
