@@ -482,8 +482,7 @@ def _duplicates(source: pl.LazyFrame, name: str, limit: int, engine: Engine) -> 
     per pass), and only rows whose hash repeats are compared by value.
     """
     key = pl.col(name)
-    ordered = source.select((key > key.shift(1)).all() & (key.null_count() == 0)).collect(engine=engine)
-    if ordered.item():
+    if _strictly_increasing(source.select(key)):
         return 0, pl.DataFrame(schema={"row": pl.UInt32(), "value": pl.String()})
     rows = source.select(pl.len()).collect(engine=engine).item()
     passes = max(1, -(-rows // KEY_HASHES_PER_PASS))
@@ -505,6 +504,19 @@ def _duplicates(source: pl.LazyFrame, name: str, limit: int, engine: Engine) -> 
     return found.height, found.head(limit).select(
         pl.col(ROW).cast(pl.UInt32).alias("row"), pl.col(name).cast(pl.String).alias("value")
     )
+
+
+def _strictly_increasing(keys: pl.LazyFrame) -> bool:
+    """Whether every value is greater than the one before, batch by batch (a whole-column shift is not streamed)."""
+    last = None
+    for batch in keys.collect_batches():
+        column = batch.to_series()
+        if column.null_count() or (last is not None and len(column) and not column[0] > last):
+            return False
+        if len(column) > 1 and not (column.slice(1) > column.slice(0, len(column) - 1)).all():
+            return False
+        last = column[-1] if len(column) else last
+    return True
 
 
 def _frame_failure(column: str, check: str, value: str) -> pl.DataFrame:
