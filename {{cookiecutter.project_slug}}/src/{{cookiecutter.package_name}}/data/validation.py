@@ -49,6 +49,8 @@ ROW = "__row"  # the row's position in the file, carried through the plan
 # Rows per row group of the validated file: the unit a streaming reader (training) loads at a time.
 ROW_GROUP_SIZE = 262_144
 STREAM_FROM_MB = 64.0  # files from this size up are streamed (the stage takes it from the config)
+# Rows per batch of the streaming engine: what bounds its memory (its own default let 100M rows reach 6 GB).
+STREAM_BATCH_ROWS = 50_000
 KEY_HASHES_PER_PASS = 16_000_000  # duplicate search on unsorted keys: 8 bytes per row held, this many at a time
 SCHEMA_FILE = Path(__file__).with_name("schema.py")
 # Pandera's dtype names -> the polars dtype a column must already have (no coercion: a wrong dtype fails the file).
@@ -756,6 +758,7 @@ def validate_file(
     max_failures_listed: int = 100,
     stream_from_mb: float = STREAM_FROM_MB,
     row_group_size: int = ROW_GROUP_SIZE,
+    batch_rows: int = STREAM_BATCH_ROWS,
 ) -> tuple[ValidationResult, dict[str, Any]]:
     """Validate a file and write the outputs (atomically, data files only when it passed); return both.
 
@@ -772,6 +775,32 @@ def validate_file(
             max_failures_listed=max_failures_listed,
         )
         return result, write_outputs(result, valid_path, quarantine_path, report_path, row_group_size=row_group_size)
+    with pl.Config(streaming_chunk_size=batch_rows):
+        return _validate_streamed(
+            raw_path,
+            suffix,
+            valid_path,
+            quarantine_path,
+            report_path,
+            as_of=as_of,
+            max_quarantine_share=max_quarantine_share,
+            max_failures_listed=max_failures_listed,
+            row_group_size=row_group_size,
+        )
+
+
+def _validate_streamed(
+    raw_path: Path,
+    suffix: str,
+    valid_path: Path,
+    quarantine_path: Path,
+    report_path: Path,
+    *,
+    as_of: str,
+    max_quarantine_share: float,
+    max_failures_listed: int,
+    row_group_size: int,
+) -> tuple[ValidationResult, dict[str, Any]]:
     spec = transaction_checks(as_of)
     with _reading(raw_path):
         if suffix == ".parquet":
