@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import polars as pl
 import pytest
 from pandera.errors import SchemaErrors
 
+from {{ cookiecutter.package_name }}.data import validation
 from {{ cookiecutter.package_name }}.data.generate import inject_invalid_rows
 from {{ cookiecutter.package_name }}.data.schema import transaction_schema
 from {{ cookiecutter.package_name }}.data.validation import (
@@ -21,6 +23,9 @@ from {{ cookiecutter.package_name }}.data.validation import (
     file_md5,
     read_raw,
     schema_failures,
+    schema_spec,
+    transaction_checks,
+    validate_file,
     validate_frame,
     write_outputs,
 )
@@ -227,3 +232,70 @@ def test_a_row_keeps_every_reason(transactions: pd.DataFrame) -> None:
         "amount: greater_than(0.0) (got -3.0); is_fraud: isin([0, 1]) (got 2)",
         "amount: greater_than(0.0) (got -3.0)",
     ]
+
+
+# ---------------------------------------------------------------- the streaming engine gives the in-memory verdict
+def _both_ways(tmp_path: Path, raw: Path, **options: Any) -> list[tuple[dict[str, Any], list[bytes]]]:
+    outcomes = []
+    for name, stream_from_mb in (("memory", 1e9), ("stream", 0.0)):
+        out = tmp_path / name
+        _, report = validate_file(
+            raw,
+            out / "valid.parquet",
+            out / "quarantine.parquet",
+            out / "report.json",
+            as_of=AS_OF,
+            stream_from_mb=stream_from_mb,
+            row_group_size=1000,
+            **options,
+        )
+        files = [path.read_bytes() for path in (out / "valid.parquet", out / "quarantine.parquet") if path.exists()]
+        outcomes.append((report, files))
+    return outcomes
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_streamed_and_in_memory_outputs_are_identical(tmp_path: Path, transactions: pd.DataFrame, suffix: str) -> None:
+    frame = _set("is_fraud", 2, slice(5, 6))(inject_invalid_rows(transactions, share=0.02, seed=4))
+    raw = tmp_path / f"raw{suffix}"
+    if suffix == ".csv":
+        frame = frame.astype(str)
+        frame.loc[9, "amount"] = "12,50 EUR"
+        frame.to_csv(raw, index=False)
+    else:
+        frame.to_parquet(raw, index=False)
+    (memory, memory_files), (stream, stream_files) = _both_ways(
+        tmp_path, raw, max_quarantine_share=LIMIT, max_failures_listed=30
+    )
+    assert memory["passed"] and memory["rows_quarantined"] > 80  # the 80 injected, and the rows spoiled here
+    assert memory["failures_total"] > 80 and len(memory["failures"]) == 30
+    assert stream == memory
+    assert len(stream_files) == 2 and stream_files == memory_files  # byte for byte
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_streamed_duplicate_keys_fail_the_file(tmp_path: Path, transactions: pd.DataFrame, order: str) -> None:
+    frame = transactions.sort_values("transaction_id").reset_index(drop=True)
+    frame.loc[[10, 11, 3000], "transaction_id"] = frame.loc[10, "transaction_id"]
+    if order == "shuffled":
+        frame = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    raw = tmp_path / "raw.parquet"
+    frame.to_parquet(raw, index=False)
+    (memory, _), (stream, stream_files) = _both_ways(tmp_path, raw, max_quarantine_share=LIMIT)
+    assert stream == memory and not stream["passed"] and stream_files == []
+    assert stream["failures_total"] == 3
+    assert [f["check"] for f in stream["failures"]] == ["field_uniqueness"] * 3
+    assert any("duplicate key values" in error for error in stream["frame_errors"])
+
+
+def test_cached_checks_are_the_schema_translated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fresh = schema_spec(transaction_schema(AS_OF), as_of="")
+    cache = tmp_path / "schema-checks.json"
+    monkeypatch.setattr(validation, "_cache_path", lambda as_of: cache)
+    validation._transaction_checks.cache_clear()
+    written = transaction_checks(AS_OF)
+    assert cache.exists()
+    validation._transaction_checks.cache_clear()
+    read_back = transaction_checks(AS_OF)
+    assert read_back == written and read_back.columns == fresh.columns
+    validation._transaction_checks.cache_clear()

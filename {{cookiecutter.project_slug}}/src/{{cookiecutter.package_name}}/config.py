@@ -33,6 +33,8 @@ TYPED_KEYS: dict[str, tuple[type, float | None]] = {
     "data.val_fraction": (float, 0.0),
     "data.validation.max_quarantine_share": (float, 0.0),
     "data.validation.max_failures_listed": (int, 0),
+    "data.validation.stream_from_mb": (float, 0.0),
+    "data.validation.row_group_size": (int, 1),
     "trainer.max_epochs": (int, 1),
     "model.optimizer.lr": (float, 0.0),
     "model.dropout": (float, 0.0),

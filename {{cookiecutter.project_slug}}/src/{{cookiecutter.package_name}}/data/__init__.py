@@ -3,22 +3,40 @@
 To use your own data, replace these three modules and keep their names:
 `schema.py` (what a valid row is), `features.py` (row -> model inputs, slices)
 and `generate.py` (where the raw and golden data come from).
+
+The names below load on first use: the validate stage imports `data.validation`
+without paying for pandas and Pandera, which these modules import.
 """
 
-from .features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, derive_features, slice_masks
-from .generate import generate_golden, generate_transactions
-from .schema import ID_COLUMN, LABEL_COLUMN, TIME_COLUMN, GoldenSchema, TransactionSchema
+from __future__ import annotations
 
-__all__ = [
-    "CATEGORICAL_FEATURES",
-    "ID_COLUMN",
-    "LABEL_COLUMN",
-    "NUMERIC_FEATURES",
-    "TIME_COLUMN",
-    "GoldenSchema",
-    "TransactionSchema",
-    "derive_features",
-    "generate_golden",
-    "generate_transactions",
-    "slice_masks",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ below loads them
+    from .features import CATEGORICAL_FEATURES as CATEGORICAL_FEATURES
+    from .features import NUMERIC_FEATURES as NUMERIC_FEATURES
+    from .features import derive_features as derive_features
+    from .features import slice_masks as slice_masks
+    from .generate import generate_golden as generate_golden
+    from .generate import generate_transactions as generate_transactions
+    from .schema import ID_COLUMN as ID_COLUMN
+    from .schema import LABEL_COLUMN as LABEL_COLUMN
+    from .schema import TIME_COLUMN as TIME_COLUMN
+    from .schema import GoldenSchema as GoldenSchema
+    from .schema import TransactionSchema as TransactionSchema
+
+_HOMES = {
+    ".features": ("CATEGORICAL_FEATURES", "NUMERIC_FEATURES", "derive_features", "slice_masks"),
+    ".generate": ("generate_golden", "generate_transactions"),
+    ".schema": ("ID_COLUMN", "LABEL_COLUMN", "TIME_COLUMN", "GoldenSchema", "TransactionSchema"),
+}
+
+__all__ = sorted(name for names in _HOMES.values() for name in names)
+
+
+def __getattr__(name: str) -> Any:
+    for module, names in _HOMES.items():
+        if name in names:
+            return getattr(importlib.import_module(module, __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,8 @@ data version.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -22,6 +24,7 @@ CATEGORY_RISK = np.array([-0.8, -0.6, -0.4, 0.4, 0.8, 0.6, 1.0, 1.2])
 CATEGORY_LOG_MEAN = np.array([3.3, 3.5, 3.7, 6.0, 5.6, 4.2, 3.4, 6.3])
 COUNTRY_WEIGHTS = np.array([0.40, 0.15, 0.12, 0.10, 0.08, 0.06, 0.05, 0.04])
 BASE_LOGIT = -4.1
+ROW_GROUP_ROWS = 262_144  # a streaming reader holds one row group per thread: keep them small
 
 
 def _fraud_logit(frame: pd.DataFrame, category_index: np.ndarray, hour: np.ndarray) -> np.ndarray:
@@ -48,17 +51,20 @@ def generate_transactions(
     drift: float = 0.0,
     label_noise: float = 0.002,
     id_prefix: str = "tx",
+    first_id: int = 0,
 ) -> pd.DataFrame:
     """`n_rows` labelled transactions; the same arguments give the same bytes.
 
     `drift` in [0, 1] moves spending up, towards online categories and
-    cross-border use; `label_noise` flips that share of labels.
+    cross-border use; `label_noise` flips that share of labels. Ids count up
+    from `first_id`, so chunks of one file (`write_transactions`) never share one.
     """
     if n_rows < 0:
         raise ValueError(f"n_rows must be >= 0, got {n_rows}")
     if not 0.0 <= drift <= 1.0:
         raise ValueError(f"drift must be in [0, 1], got {drift}")
-    rng = np.random.default_rng(seed)
+    # A chunk further into a file draws its own stream; the first keeps the one seed alone gives.
+    rng = np.random.default_rng(seed if first_id == 0 else [seed, first_id])
     weights = CATEGORY_WEIGHTS + drift * np.array([-0.1, -0.05, -0.05, 0.0, 0.06, 0.1, 0.03, 0.01])
     category_index = rng.choice(len(MERCHANT_CATEGORIES), size=n_rows, p=weights / weights.sum())
     seconds = rng.integers(0, SPAN_SECONDS, size=n_rows)
@@ -75,7 +81,7 @@ def generate_transactions(
     card_present = rng.random(n_rows) < np.where(online, 0.05, 0.85)
     frame = pd.DataFrame(
         {
-            "transaction_id": [f"{id_prefix}_{seed}_{i:09d}" for i in range(n_rows)],
+            "transaction_id": [f"{id_prefix}_{seed}_{i:09d}" for i in range(first_id, first_id + n_rows)],
             "event_time": event_time.astype("datetime64[ns]"),
             "amount": np.clip(amount, 0.5, 50_000.0).round(2),
             "merchant_category": np.asarray(MERCHANT_CATEGORIES)[category_index],
@@ -113,6 +119,41 @@ def inject_invalid_rows(frame: pd.DataFrame, share: float, seed: int = 0) -> pd.
     velocity[rows[kinds == 2]] = 99_999
     frame["txn_count_1h"] = velocity
     return frame
+
+
+def write_transactions(
+    path: str | Path, n_rows: int, *, seed: int = 0, invalid_share: float = 0.0, chunk_rows: int = 1_000_000
+) -> None:
+    """Write `n_rows` transactions to one parquet file, a chunk at a time: memory is one chunk, not the file.
+
+    Each chunk is drawn from (seed, its first row) and its ids continue the previous chunk's, so
+    ids stay unique and sorted; each chunk has `invalid_share` of its rows spoiled. The same arguments
+    (chunk size included) give the same bytes. Written beside `path` and moved into place.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    writer: pq.ParquetWriter | None = None
+    try:
+        for first in range(0, n_rows, chunk_rows):
+            frame = generate_transactions(min(chunk_rows, n_rows - first), seed=seed, first_id=first)
+            spoiled = inject_invalid_rows(frame, invalid_share, seed=seed + first)
+            table = pa.Table.from_pandas(spoiled, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(partial, table.schema, compression="snappy")
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        if writer is None:  # no rows: still a file with the columns
+            table = pa.Table.from_pandas(generate_transactions(0, seed=seed), preserve_index=False)
+            writer = pq.ParquetWriter(partial, table.schema, compression="snappy")
+            writer.write_table(table)
+        writer.close()
+        partial.replace(path)
+    finally:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
 
 
 def generate_golden(n_sample: int = 20_000, n_hard: int = 500, seed: int = 10_000) -> pd.DataFrame:

@@ -1,39 +1,59 @@
 """Validate a raw data file against the schema without losing or inventing a row.
 
-Every failing check is listed (column, check, row, value); rows that fail a
-row-level check go to quarantine with their reasons; frame-level failures
-(missing or extra columns, wrong dtypes, duplicate keys, nothing to read)
-fail the whole file. rows_total == rows_valid + rows_quarantined, always.
+Every failing check is counted and listed (column, check, row, value) up to a limit; rows
+that fail a row-level check go to quarantine with their reasons; frame-level failures
+(missing or extra columns, wrong dtypes, duplicate keys, nothing to read) fail the whole
+file. rows_total == rows_valid + rows_quarantined, always.
 
-The Pandera schema is the contract. Its checks are evaluated here as polars
-expressions built from the schema object itself (each column's dtype,
-nullability, uniqueness and its checks' statistics), because Pandera's own
-failure-case bookkeeping costs more than the checks; a check this module has
-no expression for is run by Pandera on that column. Tests hold both to the
-same verdicts on the same frames.
+The Pandera schema is the contract. Its checks are evaluated as polars expressions built
+from the schema object itself (each column's dtype, nullability, uniqueness and its checks'
+statistics), because Pandera's own failure-case bookkeeping costs more than the checks; a
+check with no expression here is run by Pandera on that column, batch by batch. Tests hold
+both to the same verdicts on the same frames.
+
+One plan of checks serves two engines: a small file is read whole and checked in memory; a
+file from `stream_from_mb` up is scanned and written by polars' streaming engine in row
+groups, valid and quarantined rows split in one pass, so memory follows the batch size, not
+the file's. Importing Pandera (and pandas under it) takes longer than checking a million
+rows, so the translated checks are kept in a small cache keyed by the bytes of schema.py and
+of this module, Pandera's own version and the `as_of` reference: the stage imports Pandera
+only when the schema changed (or a check needs Pandera to run it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import importlib.util
 import json
 import os
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import pandas as pd
-import pandera.pandas as pa
 import polars as pl
 
 from ..errors import PipelineError
 from ..files import staged as _staged
 from ..lineage import file_md5
-from .schema import TransactionSchema, as_utc, transaction_schema
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pandera.pandas as pa
 
 REASONS_COLUMN = "quarantine_reasons"
+Engine = Literal["in-memory", "streaming"]
+ROW = "__row"  # the row's position in the file, carried through the plan
+# Rows per row group of the validated file: the unit a streaming reader (training) loads at a time.
+ROW_GROUP_SIZE = 262_144
+STREAM_FROM_MB = 64.0  # files from this size up are streamed (the stage takes it from the config)
+# Rows per batch of the streaming engine: what bounds its memory (its own default let 100M rows reach 6 GB).
+STREAM_BATCH_ROWS = 50_000
+KEY_HASHES_PER_PASS = 16_000_000  # duplicate search on unsorted keys: 8 bytes per row held, this many at a time
+SCHEMA_FILE = Path(__file__).with_name("schema.py")
 # Pandera's dtype names -> the polars dtype a column must already have (no coercion: a wrong dtype fails the file).
 POLARS_DTYPES: dict[str, pl.DataType] = {
     "int64": pl.Int64(),
@@ -75,7 +95,9 @@ BUILTIN_CHECKS: dict[str, Callable[[pl.Expr, dict[str, Any]], pl.Expr]] = {
 def _is_in(c: pl.Expr, values: Any) -> pl.Expr:
     """Membership; a few equality tests beat a hash lookup for the small sets schemas hold."""
     values = list(values)
-    return pl.any_horizontal(*(c == v for v in values)) if 0 < len(values) <= 16 else c.is_in(values)
+    if 0 < len(values) <= 16 or any(isinstance(v, pl.Expr) for v in values):
+        return pl.any_horizontal(*(c == v for v in values)) if values else pl.lit(False)
+    return c.is_in(values)
 
 
 def _length(c: pl.Expr, at_least: int) -> pl.Expr:
@@ -91,22 +113,474 @@ class ValidationNotPassedError(PipelineError):
     """The data a stage is about to read was not validated, or not this very file."""
 
 
+# ---------------------------------------------------------------- the schema, as plain data
+@dataclasses.dataclass(frozen=True)
+class CheckSpec:
+    """One check of a column: a built-in with its statistics, or (`pandera_index`) one Pandera must run."""
+
+    name: str
+    label: str  # what Pandera writes in its failure cases
+    statistics: dict[str, Any]
+    ignore_na: bool
+    pandera_index: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    dtype: str
+    nullable: bool
+    unique: bool
+    required: bool
+    checks: tuple[CheckSpec, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SchemaSpec:
+    """What validation needs from a Pandera schema, in a form that JSON holds and polars reads."""
+
+    strict: bool
+    columns: tuple[ColumnSpec, ...]
+    as_of: str | None = None
+    # The schema object itself, for the checks only Pandera can run (loaded when first needed).
+    pandera_schema: Callable[[], pa.DataFrameSchema] | None = dataclasses.field(default=None, compare=False)
+
+    def column(self, name: str) -> ColumnSpec | None:
+        return next((column for column in self.columns if column.name == name), None)
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data.pop("pandera_schema")
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, pandera_schema: Callable[[], pa.DataFrameSchema] | None = None) -> SchemaSpec:
+        data = json.loads(text)
+        columns = tuple(
+            ColumnSpec(**{**column, "checks": tuple(CheckSpec(**check) for check in column["checks"])})
+            for column in data.pop("columns")
+        )
+        return cls(**data, columns=columns, pandera_schema=pandera_schema)
+
+
+def schema_spec(schema: pa.DataFrameSchema, as_of: str | None = None) -> SchemaSpec:
+    """Translate a Pandera schema into the checks this module evaluates (the one translation)."""
+    if schema.checks or schema.unique:
+        raise TypeError("schema-wide checks and keys have no fast path here: add them to this module")
+    columns = []
+    for name, column in schema.columns.items():
+        if str(column.dtype) not in POLARS_DTYPES:
+            raise TypeError(f"{name}: no polars dtype for {column.dtype}: add it to POLARS_DTYPES")
+        checks = []
+        for index, check in enumerate(column.checks):
+            label = check.error or check.name
+            statistics = _encode(check.statistics) if check.name in BUILTIN_CHECKS and check.groupby is None else None
+            if statistics is None:  # no expression for it here: Pandera runs it
+                checks.append(CheckSpec(check.name, label, {}, bool(check.ignore_na), pandera_index=index))
+            else:
+                checks.append(CheckSpec(check.name, label, statistics, bool(check.ignore_na)))
+        columns.append(
+            ColumnSpec(name, str(column.dtype), column.nullable, column.unique, column.required, tuple(checks))
+        )
+    return SchemaSpec(bool(schema.strict), tuple(columns), as_of, pandera_schema=lambda: schema)
+
+
+def _encode(value: Any) -> Any:
+    """A check statistic as JSON (times as {"datetime_ns": n}); None where it has no such form."""
+    if isinstance(value, dict):
+        items = {key: _encode(item) for key, item in value.items()}
+        return None if any(item is None and value[key] is not None for key, item in items.items()) else items
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items_list = [_encode(item) for item in value]
+        return None if any(item is None for item in items_list) else items_list
+    if isinstance(value, dt.datetime):  # pandas' Timestamp too; naive means UTC, as event times do
+        if value.tzinfo is not None:
+            return None
+        nanoseconds = getattr(value, "value", None)  # a Timestamp keeps its nanoseconds
+        if not isinstance(nanoseconds, int):
+            nanoseconds = (value - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1) * 1000
+        return {"datetime_ns": nanoseconds}
+    if hasattr(value, "item") and not isinstance(value, (list, tuple)):  # numpy scalars
+        value = value.item()
+    return value if value is None or isinstance(value, (bool, int, float, str)) else None
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"datetime_ns"}:
+            return pl.lit(value["datetime_ns"], dtype=pl.Int64).cast(pl.Datetime("ns"))
+        return {key: _decode(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_decode(item) for item in value]
+    return value
+
+
+def transaction_checks(as_of: str | pd.Timestamp, cache: bool = True) -> SchemaSpec:
+    """The transaction schema's checks with the future-time check pinned to `as_of`, from the cache if fresh."""
+    return _transaction_checks(str(as_of), cache)
+
+
+@functools.lru_cache(maxsize=16)
+def _transaction_checks(as_of: str, cache: bool) -> SchemaSpec:
+    def schema() -> pa.DataFrameSchema:
+        from .schema import transaction_schema
+
+        return transaction_schema(as_of)
+
+    path = _cache_path(as_of) if cache else None
+    if path is not None and path.exists():
+        try:
+            return SchemaSpec.from_json(path.read_text(encoding="utf-8"), pandera_schema=schema)
+        except (OSError, ValueError, TypeError):
+            pass  # unreadable or from another layout: translate again
+    from .schema import as_utc
+
+    spec = schema_spec(schema(), as_of=as_utc(as_of).isoformat() + "Z")
+    spec = dataclasses.replace(spec, pandera_schema=schema)
+    if path is not None:
+        with suppress(OSError):  # a cache that cannot be written (read-only install) is only slower
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temp.write_text(spec.to_json(), encoding="utf-8")
+            os.replace(temp, path)
+    return spec
+
+
+def _cache_path(as_of: str) -> Path | None:
+    """Where the translated checks of this schema, this module, this Pandera and `as_of` are kept.
+
+    Beside the bytecode Python caches for these modules (`__pycache__`, never committed). A schema
+    that takes its rules from another module must add that module's bytes to the key here.
+    """
+    pandera = importlib.util.find_spec("pandera")
+    if pandera is None or pandera.origin is None:
+        return None
+    digest = hashlib.md5()
+    for part in (SCHEMA_FILE, Path(__file__), Path(pandera.origin).with_name("_version.py")):
+        try:
+            digest.update(part.read_bytes())
+        except OSError:
+            return None
+    digest.update(as_of.encode())
+    return SCHEMA_FILE.parent / "__pycache__" / f"schema-checks-{digest.hexdigest()}.json"
+
+
+# ---------------------------------------------------------------- reading
+BOOLEAN_TEXT = {"true": True, "false": False, "1": True, "0": False}
+DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d")  # ISO 8601, naive (UTC)
+FAILURE_COLUMNS = {"column": pl.String(), "check": pl.String(), "row": pl.UInt32(), "value": pl.String()}
+
+
 @dataclasses.dataclass(frozen=True)
 class RawTable:
-    """A raw file as read for validation: typed columns, and (CSV) every cell as the text that arrived.
-
-    `parse_failures` lists the cells whose text does not parse as the schema's dtype
-    (columns column, check, row, value); those cells are null in `frame`.
-    """
+    """A raw file as read for validation: typed columns, and (CSV) every cell as the text that arrived."""
 
     frame: pl.DataFrame
     text: pl.DataFrame | None = None
-    parse_failures: pl.DataFrame | None = None
 
 
+def _check_path(path: Path) -> str:
+    if not path.exists():
+        raise DataFileError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataFileError(f"{path}: the file is empty (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise DataFileError(f"{path}: unsupported format {suffix!r}; use .parquet or .csv")
+    return suffix
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn every way a file can be unreadable into one clear error."""
+    try:
+        yield
+    except Exception as error:  # the parquet and CSV readers raise many types for a corrupt file
+        if "utf-8" in str(error).lower() or "utf8" in str(error).lower():
+            raise DataFileError(f"{path}: not valid UTF-8 text ({error})") from error
+        kind = path.suffix.lower()[1:]
+        raise DataFileError(f"{path}: cannot be read as {kind} ({type(error).__name__}: {error})") from error
+
+
+def read_raw(path: str | Path, spec: SchemaSpec | None = None) -> RawTable:
+    """Read a parquet or CSV file whole, turning every way it can be unreadable into one clear error."""
+    path = Path(path)
+    suffix = _check_path(path)
+    with _reading(path):
+        if suffix == ".parquet":
+            return RawTable(pl.read_parquet(path))
+        text = pl.read_csv(path, infer_schema=False, encoding="utf8")
+    parsers = _parsers(text.lazy(), spec or transaction_checks(_ANY_AS_OF))
+    return RawTable(text.with_columns(parse(pl.col(name)).alias(name) for name, parse in parsers.items()), text)
+
+
+_ANY_AS_OF = "1970-01-01"  # parsing needs only the columns' dtypes, which no reference time changes
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """The file as a pandas frame, for code that validates with Pandera itself (the golden set)."""
+    return read_raw(path).frame.to_pandas()
+
+
+def _parsers(text: pl.LazyFrame, spec: SchemaSpec) -> dict[str, Callable[[pl.Expr], pl.Expr]]:
+    """CSV carries no types: each column's parser to the schema's dtype, never filling a value in.
+
+    An empty cell is missing (null) and judged by the schema. Text that does not parse is null
+    in the typed column and listed as a `parses_as_<dtype>` failure with the text; a column
+    where nothing parses keeps its text, so the file fails on the column's dtype.
+    """
+    parsers = {}
+    for name in text.collect_schema().names():
+        column = spec.column(name)
+        parse = _parser(POLARS_DTYPES[column.dtype]) if column is not None else None
+        if parse is not None:
+            parsers[name] = parse
+    if not parsers:
+        return parsers
+    unparsed = [(parse(pl.col(name)).is_null() & pl.col(name).is_not_null()) for name, parse in parsers.items()]
+    nothing = text.select(
+        pl.len() > 0, *(flag.all().alias(name) for flag, name in zip(unparsed, parsers, strict=True))
+    ).collect()
+    return {name: parse for name, parse in parsers.items() if not (nothing.item(0, 0) and nothing[name][0])}
+
+
+def _parser(dtype: pl.DataType) -> Callable[[pl.Expr], pl.Expr] | None:
+    """Text -> `dtype`, null where the text does not parse (None: the column stays text)."""
+    if dtype == pl.String():
+        return None
+    if dtype.is_integer():
+        # "3" and "3.0" are the integer 3; "3.5" is not an integer.
+        def integer(c: pl.Expr) -> pl.Expr:
+            number = c.str.strip_chars().cast(pl.Float64, strict=False)
+            whole = pl.when(number == number.floor()).then(number).cast(dtype, strict=False)
+            return pl.coalesce(c.str.strip_chars().cast(dtype, strict=False), whole)
+
+        return integer
+    if dtype.is_float():
+        return lambda c: c.str.strip_chars().cast(dtype, strict=False)
+    if dtype == pl.Boolean():
+        return lambda c: (
+            c.str.strip_chars().str.to_lowercase().replace_strict(BOOLEAN_TEXT, default=None, return_dtype=pl.Boolean)
+        )
+    if isinstance(dtype, pl.Datetime):
+        return lambda c: pl.coalesce(
+            *(c.str.strip_chars().str.strptime(dtype, pattern, strict=False) for pattern in DATETIME_FORMATS)
+        )
+    return None
+
+
+# ---------------------------------------------------------------- checking
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """One row-level rule: `fails` is True where a row breaks it; `value` is what the listing shows."""
+
+    column: str
+    check: str
+    fails: pl.Expr
+    value: pl.Expr
+
+
+def _rules(spec: SchemaSpec, usable: list[str], parsers: dict[str, Callable[[pl.Expr], pl.Expr]]) -> list[_Rule]:
+    """Every row-level rule, in the order failures are listed: the CSV parse failures, then the schema's.
+
+    A cell that did not parse is null: its parse failure is named, not also its other rules.
+    """
+    parse_rules = [
+        _Rule(
+            name,
+            f"parses_as_{spec_column.dtype}",
+            parse(pl.col(name)).is_null() & pl.col(name).is_not_null(),
+            pl.col(name),
+        )
+        for name, parse in parsers.items()
+        if (spec_column := spec.column(name)) is not None
+    ]
+    unparsed = {rule.column: rule.fails for rule in parse_rules}
+    rules = []
+    for name in usable:
+        column = spec.column(name)
+        assert column is not None
+        value = shown = _typed(name, parsers)
+        if POLARS_DTYPES[column.dtype].is_float():
+            value = value.fill_nan(None)  # Pandera (on pandas) counts NaN as missing
+        if not column.nullable:
+            rules.append(_Rule(name, "not_nullable", value.is_null(), shown.cast(pl.String)))
+        for check in column.checks:
+            if check.pandera_index is None:
+                passes = BUILTIN_CHECKS[check.name](value, _decode(check.statistics))
+            else:
+                passes = value.map_batches(
+                    functools.partial(_pandera_passes, check=_pandera_check(spec, name, check.pandera_index)),
+                    return_dtype=pl.Boolean,
+                    is_elementwise=True,
+                )
+            # Pandera leaves missing values to the nullable rule unless a check says otherwise.
+            rules.append(_Rule(name, check.label, (~passes).fill_null(not check.ignore_na), shown.cast(pl.String)))
+    if unparsed:
+        rules = [
+            dataclasses.replace(rule, fails=rule.fails & ~unparsed[rule.column]) if rule.column in unparsed else rule
+            for rule in rules
+        ]
+    return parse_rules + rules
+
+
+def _flag(i: int) -> pl.Expr:
+    return pl.col(f"__fails{i}")
+
+
+def _typed(name: str, parsers: dict[str, Callable[[pl.Expr], pl.Expr]]) -> pl.Expr:
+    """The column as its schema dtype (CSV: parsed from its text)."""
+    return parsers[name](pl.col(name)) if name in parsers else pl.col(name)
+
+
+def _pandera_check(spec: SchemaSpec, column: str, index: int) -> pa.Check:
+    if spec.pandera_schema is None:
+        raise TypeError(f"{column}: check {index} needs Pandera, and this spec has no schema object")
+    return spec.pandera_schema().columns[column].checks[index]
+
+
+def _pandera_passes(series: pl.Series, check: pa.Check) -> pl.Series:
+    """A check with no polars expression, run by Pandera on a batch of this one column."""
+    import pandas as pd
+
+    values = series.to_pandas()
+    passed = check(values).check_output
+    if not isinstance(passed, pd.Series):
+        raise TypeError(f"check {check.name!r} on {series.name!r} does not give one verdict per row")
+    passed = passed.reindex(values.index, fill_value=True)  # the missing values it ignored are left out
+    return pl.Series(series.name, passed.to_numpy(dtype=bool))
+
+
+def _frame_failures(
+    columns: dict[str, pl.DataType], spec: SchemaSpec, rows: int
+) -> tuple[list[pl.DataFrame], list[str], list[str]]:
+    """Failures of the file's layout that sink it whole, their sentences, and the columns rules can run on."""
+    parts, errors, usable = [], [], []
+    if rows == 0:
+        errors.append("no data rows (empty file or header only)")
+    for name in columns:
+        if spec.strict and spec.column(name) is None:
+            parts.append(_frame_failure(name, "column_in_schema", name))
+            errors.append(f"unexpected column {name!r} (not in the schema)")
+    for column in spec.columns:
+        name, expected = column.name, POLARS_DTYPES[column.dtype]
+        if name not in columns and not column.required:
+            continue
+        if name not in columns:
+            parts.append(_frame_failure(name, "column_in_dataframe", name))
+            errors.append(f"missing column {name!r}")
+        elif columns[name] != expected:
+            parts.append(_frame_failure(name, f"dtype('{column.dtype}')", str(columns[name])))
+            errors.append(f"column {name!r} has dtype {str(columns[name])!r}, expected {column.dtype}")
+        else:
+            usable.append(name)
+    return parts, errors, usable
+
+
+def _duplicates(source: pl.LazyFrame, name: str, limit: int, engine: Engine) -> tuple[int, pl.DataFrame]:
+    """How many rows share a key value with another row, and the first `limit` of them (row, value).
+
+    Keys often arrive sorted, and then neighbours tell in one pass that holds nothing. Otherwise
+    the keys' 64-bit hashes are sorted `KEY_HASHES_PER_PASS` at a time (a slice of the hash range
+    per pass), and only rows whose hash repeats are compared by value.
+    """
+    key = pl.col(name)
+    if _strictly_increasing(source.select(key)):
+        return 0, pl.DataFrame(schema={"row": pl.UInt32(), "value": pl.String()})
+    rows = source.select(pl.len()).collect(engine=engine).item()
+    passes = max(1, -(-rows // KEY_HASHES_PER_PASS))
+    hashed = source.select(key.hash(seed=0).alias("hash"))
+    repeated: list[pl.Series] = []
+    for part in range(passes):
+        hashes = hashed.filter(pl.col("hash") % passes == part).collect(engine=engine)["hash"].sort()
+        repeated.append(hashes.filter(hashes == hashes.shift(1)).unique())
+    suspects = pl.concat(repeated)
+    if suspects.is_empty():
+        return 0, pl.DataFrame(schema={"row": pl.UInt32(), "value": pl.String()})
+    candidates = (
+        source.with_row_index(ROW)
+        .filter(key.hash(seed=0).is_in(suspects.implode()))
+        .select(ROW, key)
+        .collect(engine=engine)
+    )
+    found = candidates.filter(candidates[name].is_duplicated())
+    return found.height, found.head(limit).select(
+        pl.col(ROW).cast(pl.UInt32).alias("row"), pl.col(name).cast(pl.String).alias("value")
+    )
+
+
+def _strictly_increasing(keys: pl.LazyFrame) -> bool:
+    """Whether every value is greater than the one before, batch by batch (a whole-column shift is not streamed)."""
+    last = None
+    for batch in keys.collect_batches():
+        column = batch.to_series()
+        if column.null_count() or (last is not None and len(column) and not column[0] > last):
+            return False
+        if len(column) > 1 and not (column.slice(1) > column.slice(0, len(column) - 1)).all():
+            return False
+        last = column[-1] if len(column) else last
+    return True
+
+
+def _frame_failure(column: str, check: str, value: str) -> pl.DataFrame:
+    return pl.DataFrame([{"column": column, "check": check, "row": None, "value": value}], schema=FAILURE_COLUMNS)
+
+
+def _concat(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    return pl.concat(parts) if parts else pl.DataFrame(schema=FAILURE_COLUMNS)
+
+
+# ---------------------------------------------------------------- the plan: one pass, valid and bad rows apart
+@dataclasses.dataclass
+class _Plan:
+    """The checks laid over a source: the valid rows as the schema types them, and the bad rows for people."""
+
+    typed: pl.LazyFrame  # every row, the columns as the schema types them
+    valid: pl.LazyFrame
+    bad: pl.LazyFrame  # ROW, one flag per rule, each rule's value, the cells as they arrived, the reasons
+    rules: list[_Rule]
+    columns: list[str]
+    frame_level: list[pl.DataFrame]
+    frame_errors: list[str]
+    unique: list[str]
+
+
+def _plan(source: pl.LazyFrame, spec: SchemaSpec, is_text: bool, engine: Engine) -> _Plan:
+    names = source.collect_schema().names()
+    parsers = _parsers(source, spec) if is_text else {}
+    typed = source.with_columns(parse(pl.col(name)).alias(name) for name, parse in parsers.items())
+    rows = source.select(pl.len()).collect(engine=engine).item()  # parquet: from the metadata
+    frame_level, errors, usable = _frame_failures(dict(typed.collect_schema()), spec, rows)
+    rules = _rules(spec, usable, parsers)
+    flagged = source.with_row_index(ROW).with_columns(rule.fails.alias(f"__fails{i}") for i, rule in enumerate(rules))
+    any_bad = pl.any_horizontal(_flag(i) for i in range(len(rules))) if rules else pl.lit(False)
+    valid = flagged.filter(~any_bad).select(_typed(name, parsers).alias(name) for name in names)
+    reason = [
+        pl.when(_flag(i)).then(
+            pl.concat_str(pl.lit(f"{rule.column}: {rule.check} (got "), rule.value.fill_null("null"), pl.lit(")"))
+        )
+        for i, rule in enumerate(rules)
+    ]
+    bad = flagged.filter(any_bad).select(
+        *(pl.col(name).cast(pl.String) for name in names),  # the cells as they arrived (CSV: the text)
+        (pl.concat_str(reason, separator="; ", ignore_nulls=True) if reason else pl.lit(None, pl.String)).alias(
+            REASONS_COLUMN
+        ),
+        ROW,
+        *(_flag(i) for i in range(len(rules))),
+        *(rule.value.alias(f"__value{i}") for i, rule in enumerate(rules)),
+    )
+    unique = [name for name in usable if (column := spec.column(name)) is not None and column.unique]
+    return _Plan(typed, valid, bad, rules, names, frame_level, errors, unique)
+
+
+# ---------------------------------------------------------------- the verdict
 @dataclasses.dataclass
 class ValidationResult:
-    """The verdict on one file: counts, every failure (listed up to a limit), the split rows."""
+    """The verdict on one file: counts, every failure counted and listed up to a limit, the split rows.
+
+    `valid` and `quarantined` are the rows in memory, or None where they were streamed to files.
+    """
 
     passed: bool
     rows_total: int
@@ -118,8 +592,8 @@ class ValidationResult:
     quarantine_share: float
     max_quarantine_share: float
     as_of: str
-    valid: pl.DataFrame = dataclasses.field(repr=False)
-    quarantined: pl.DataFrame = dataclasses.field(repr=False)
+    valid: pl.DataFrame | None = dataclasses.field(repr=False)
+    quarantined: pl.DataFrame | None = dataclasses.field(repr=False)
 
     def report(self) -> dict[str, Any]:
         """The JSON contract of reports/validation.json (the stage adds the written file's md5)."""
@@ -154,205 +628,67 @@ class ValidationResult:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- reading
-BOOLEAN_TEXT = {"true": True, "false": False, "1": True, "0": False}
-DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d")  # ISO 8601, naive (UTC)
-FAILURE_COLUMNS = {"column": pl.String(), "check": pl.String(), "row": pl.UInt32(), "value": pl.String()}
-
-
-def read_raw(path: str | Path) -> RawTable:
-    """Read a parquet or CSV file, turning every way it can be unreadable into one clear error."""
-    path = Path(path)
-    if not path.exists():
-        raise DataFileError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise DataFileError(f"{path}: the file is empty (0 bytes)")
-    suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        raise DataFileError(f"{path}: unsupported format {suffix!r}; use .parquet or .csv")
-    try:
-        if suffix == ".parquet":
-            return RawTable(pl.read_parquet(path))
-        return _parse_csv(pl.read_csv(path, infer_schema=False, encoding="utf8"))
-    except Exception as error:  # the parquet and CSV readers raise many types for a corrupt file
-        if "utf-8" in str(error).lower():
-            raise DataFileError(f"{path}: not valid UTF-8 text ({error})") from error
-        raise DataFileError(f"{path}: cannot be read as {suffix[1:]} ({type(error).__name__}: {error})") from error
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """The file as a pandas frame, for code that validates with Pandera itself (the golden set)."""
-    return read_raw(path).frame.to_pandas()
-
-
-def _parse_csv(text: pl.DataFrame) -> RawTable:
-    """CSV carries no types: parse each column to the schema's dtype, never filling a value in.
-
-    An empty cell is missing (null) and judged by the schema. Text that does not parse is
-    null in the typed frame and listed as a `parses_as_<dtype>` failure with the text; a
-    column where nothing parses keeps its text, so the file fails on the column's dtype.
-    """
-    columns = TransactionSchema.to_schema().columns
-    typed: list[pl.Series] = []
-    failures: list[pl.DataFrame] = []
-    for name in text.columns:
-        parse = _parser(POLARS_DTYPES.get(str(columns[name].dtype))) if name in columns else None
-        if parse is None:
-            continue
-        parsed = text.select(parse(pl.col(name)).alias(name)).to_series()
-        unparsed = parsed.is_null() & text[name].is_not_null()
-        if len(unparsed) and unparsed.all():
-            continue
-        rows = unparsed.arg_true()
-        failures.append(_failures(name, f"parses_as_{columns[name].dtype}", rows, text[name].gather(rows)))
-        typed.append(parsed)
-    return RawTable(text.with_columns(typed), text=text, parse_failures=_concat(failures))
-
-
-def _parser(dtype: pl.DataType | None) -> Callable[[pl.Expr], pl.Expr] | None:
-    """Text -> `dtype`, null where the text does not parse (None: the column stays text)."""
-    if dtype is None or dtype == pl.String():
-        return None
-    if dtype.is_integer():
-        # "3" and "3.0" are the integer 3; "3.5" is not an integer.
-        def integer(c: pl.Expr) -> pl.Expr:
-            number = c.str.strip_chars().cast(pl.Float64, strict=False)
-            whole = pl.when(number == number.floor()).then(number).cast(dtype, strict=False)
-            return pl.coalesce(c.str.strip_chars().cast(dtype, strict=False), whole)
-
-        return integer
-    if dtype.is_float():
-        return lambda c: c.str.strip_chars().cast(dtype, strict=False)
-    if dtype == pl.Boolean():
-        return lambda c: (
-            c.str.strip_chars().str.to_lowercase().replace_strict(BOOLEAN_TEXT, default=None, return_dtype=pl.Boolean)
-        )
-    if isinstance(dtype, pl.Datetime):
-        return lambda c: pl.coalesce(
-            *(c.str.strip_chars().str.strptime(dtype, pattern, strict=False) for pattern in DATETIME_FORMATS)
-        )
-    return None
-
-
-# ---------------------------------------------------------------- checking
-@dataclasses.dataclass(frozen=True)
-class _Rule:
-    """One row-level rule of the schema: `fails` is True where a row breaks it (None: ask Pandera)."""
-
-    column: str
-    check: str
-    fails: pl.Expr | None
-    pandera_check: pa.Check | None = None
-
-
-def schema_failures(frame: pl.DataFrame, schema: pa.DataFrameSchema) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
-    """(row-level failures, frame-level failures, frame errors as sentences) of `frame` against `schema`.
-
-    Failure tables have the columns column, check (named as Pandera names it), row and value
-    (as text). A row-level failure quarantines its row; a frame-level one fails the file.
-    """
-    frame_level, errors, usable = _frame_failures(frame, schema)
-    rules = _rules(schema, usable)
-    flags = frame.select([rule.fails.alias(str(i)) for i, rule in enumerate(rules) if rule.fails is not None])
-    counts = flags.sum().row(0, named=True) if flags.width else {}
-    parts = []
-    for i, rule in enumerate(rules):
-        if rule.pandera_check is not None:
-            fails = _pandera_fails(frame[rule.column], rule.pandera_check)
-        elif counts[str(i)]:
-            fails = flags[str(i)]
-        else:
-            continue
-        rows = fails.arg_true()
-        parts.append(_failures(rule.column, rule.check, rows, frame[rule.column].gather(rows)))
-    return _concat(parts), frame_level, errors
-
-
-def _rules(schema: pa.DataFrameSchema, usable: list[str]) -> list[_Rule]:
-    """The schema's row-level rules for the columns that are present with the right dtype."""
-    rules = []
-    for name in usable:
-        column = schema.columns[name]
-        value = pl.col(name)
-        if POLARS_DTYPES[str(column.dtype)].is_float():
-            value = value.fill_nan(None)  # Pandera (on pandas) counts NaN as missing
-        if not column.nullable:
-            rules.append(_Rule(name, "not_nullable", value.is_null()))
-        for check in column.checks:
-            label = check.error or check.name  # what Pandera writes in its failure cases
-            build = BUILTIN_CHECKS.get(check.name)
-            if build is None or check.groupby is not None:
-                rules.append(_Rule(name, label, None, check))
-                continue
-            # Pandera leaves missing values to the nullable rule unless a check says otherwise.
-            rules.append(_Rule(name, label, (~build(value, check.statistics)).fill_null(not check.ignore_na)))
-    return rules
-
-
-def _pandera_fails(series: pl.Series, check: pa.Check) -> pl.Series:
-    """A check with no polars expression, run by Pandera on this one column."""
-    values = series.to_pandas()
-    passed = check(values).check_output
-    if not isinstance(passed, pd.Series):
-        raise TypeError(f"check {check.name!r} on {series.name!r} does not give one verdict per row")
-    passed = passed.reindex(values.index, fill_value=True)  # the missing values it ignored are left out
-    return pl.Series(series.name, ~passed.to_numpy(dtype=bool))
-
-
-def _frame_failures(frame: pl.DataFrame, schema: pa.DataFrameSchema) -> tuple[pl.DataFrame, list[str], list[str]]:
-    """Failures that sink the whole file, their sentences, and the columns whose row rules can run."""
-    if schema.checks or schema.unique:
-        raise TypeError("schema-wide checks and keys have no fast path here: add them to this module")
-    parts, errors, usable = [], [], []
-    if frame.height == 0:
-        errors.append("no data rows (empty file or header only)")
-    for name in frame.columns:
-        if schema.strict and name not in schema.columns:
-            parts.append(_frame_failure(name, "column_in_schema", name))
-            errors.append(f"unexpected column {name!r} (not in the schema)")
-    for name, column in schema.columns.items():
-        expected = POLARS_DTYPES.get(str(column.dtype))
-        if expected is None:
-            raise TypeError(f"{name}: no polars dtype for {column.dtype}: add it to POLARS_DTYPES")
-        if name not in frame.columns and not column.required:
-            continue
-        if name not in frame.columns:
-            parts.append(_frame_failure(name, "column_in_dataframe", name))
-            errors.append(f"missing column {name!r}")
-        elif frame.schema[name] != expected:
-            parts.append(_frame_failure(name, f"dtype('{column.dtype}')", str(frame.schema[name])))
-            errors.append(f"column {name!r} has dtype {str(frame.schema[name])!r}, expected {column.dtype}")
-        else:
-            usable.append(name)
-            if column.unique and _has_duplicates(frame[name]):
-                rows = frame[name].is_duplicated().arg_true()
-                parts.append(_failures(name, "field_uniqueness", rows, frame[name].gather(rows)))
-                errors.append(f"duplicate key values in {name!r} (e.g. {frame[name][rows[0]]!r})")
-    return _concat(parts), errors, usable
-
-
-def _has_duplicates(series: pl.Series) -> bool:
-    """Whether a value repeats; keys often arrive sorted, and then neighbours tell in one pass."""
-    if series.is_sorted():
-        return bool((series == series.shift(1)).any()) or series.null_count() > 1
-    return series.n_unique() < len(series)
-
-
-def _failures(column: str, check: str, rows: pl.Series, values: pl.Series) -> pl.DataFrame:
-    return pl.DataFrame({"row": rows.cast(pl.UInt32), "value": values.cast(pl.String)}).select(
-        pl.lit(column).alias("column"), pl.lit(check).alias("check"), "row", "value"
+def _verdict(
+    plan: _Plan,
+    bad: pl.LazyFrame,
+    rows_total: int,
+    spec: SchemaSpec,
+    *,
+    max_quarantine_share: float,
+    max_failures_listed: int,
+    engine: Engine,
+) -> ValidationResult:
+    """Counts and the bounded listing, from the bad rows only (and the key column for duplicates)."""
+    errors = list(plan.frame_errors)
+    frame_level = list(plan.frame_level)
+    frame_total = len(frame_level)
+    for name in plan.unique:
+        count, rows = _duplicates(plan.typed, name, max_failures_listed, engine)
+        if count:
+            frame_level.append(
+                rows.select(pl.lit(name).alias("column"), pl.lit("field_uniqueness").alias("check"), "row", "value")
+            )
+            frame_total += count
+            errors.append(f"duplicate key values in {name!r} (e.g. {rows['value'][0]!r})")
+    counts = bad.select(pl.len(), *(_flag(i).sum() for i in range(len(plan.rules)))).collect(engine=engine).row(0)
+    rows_quarantined, per_rule = int(counts[0]), [int(count) for count in counts[1:]]
+    listed = [_concat(frame_level).head(max_failures_listed)]
+    room = max_failures_listed - listed[0].height
+    for i, rule in enumerate(plan.rules):
+        if room <= 0:
+            break
+        if per_rule[i]:
+            part = (
+                bad.filter(_flag(i))
+                .select(
+                    pl.lit(rule.column).alias("column"),
+                    pl.lit(rule.check).alias("check"),
+                    pl.col(ROW).cast(pl.UInt32).alias("row"),
+                    pl.col(f"__value{i}").cast(pl.String).alias("value"),
+                )
+                .head(room)
+            )
+            listed.append(part.collect(engine=engine))
+            room -= listed[-1].height
+    share = rows_quarantined / rows_total if rows_total else 1.0
+    if not errors and share > max_quarantine_share:
+        errors.append(f"quarantined share {share:.3%} exceeds the limit {max_quarantine_share:.3%}")
+    return ValidationResult(
+        passed=not errors,
+        rows_total=rows_total,
+        rows_valid=rows_total - rows_quarantined,
+        rows_quarantined=rows_quarantined,
+        failures=pl.concat(listed).to_dicts(),
+        failures_total=frame_total + sum(per_rule),
+        frame_errors=errors,
+        quarantine_share=share,
+        max_quarantine_share=max_quarantine_share,
+        as_of=spec.as_of or "",
+        valid=None,
+        quarantined=None,
     )
 
 
-def _frame_failure(column: str, check: str, value: str) -> pl.DataFrame:
-    return pl.DataFrame([{"column": column, "check": check, "row": None, "value": value}], schema=FAILURE_COLUMNS)
-
-
-def _concat(parts: list[pl.DataFrame]) -> pl.DataFrame:
-    return pl.concat(parts) if parts else pl.DataFrame(schema=FAILURE_COLUMNS)
-
-
-# ---------------------------------------------------------------- the verdict
 def validate_frame(
     table: RawTable | pl.DataFrame | pd.DataFrame,
     *,
@@ -360,39 +696,44 @@ def validate_frame(
     max_quarantine_share: float,
     max_failures_listed: int = 100,
 ) -> ValidationResult:
-    """Split `table` into valid and quarantined rows and list every failure.
+    """Split `table` (in memory) into valid and quarantined rows; count every failure, list up to the limit.
 
     `as_of` (UTC) is when the data was extracted: the future-time check compares with it,
     never with the clock, so a rerun on the same file and config gives the same verdict.
     """
     raw = _as_raw_table(table)
-    frame = raw.frame
-    row_level, frame_level, frame_errors = schema_failures(frame, transaction_schema(as_of))
-    if raw.parse_failures is not None and raw.parse_failures.height:
-        # A cell that did not parse is null: name the parse failure, not also the missing value.
-        row_level = pl.concat(
-            [raw.parse_failures, row_level.join(raw.parse_failures, on=["column", "row"], how="anti")]
-        )
-    bad = _rows_mask(row_level["row"], frame.height)
-    rows_total, rows_quarantined = frame.height, int(bad.sum())
-    share = rows_quarantined / rows_total if rows_total else 1.0
-    if not frame_errors and share > max_quarantine_share:
-        frame_errors.append(f"quarantined share {share:.3%} exceeds the limit {max_quarantine_share:.3%}")
-    failures = pl.concat([frame_level, row_level])
-    return ValidationResult(
-        passed=not frame_errors,
-        rows_total=rows_total,
-        rows_valid=rows_total - rows_quarantined,
-        rows_quarantined=rows_quarantined,
-        failures=failures.head(max_failures_listed).to_dicts(),
-        failures_total=failures.height,
-        frame_errors=frame_errors,
-        quarantine_share=share,
+    spec = transaction_checks(as_of)
+    source = (raw.text if raw.text is not None else raw.frame).lazy()
+    plan = _plan(source, spec, is_text=raw.text is not None, engine="in-memory")
+    valid, bad = pl.collect_all([plan.valid, plan.bad])
+    result = _verdict(
+        plan,
+        bad.lazy(),
+        valid.height + bad.height,
+        spec,
         max_quarantine_share=max_quarantine_share,
-        as_of=as_utc(as_of).isoformat() + "Z",
-        valid=frame.filter(~bad),
-        quarantined=_quarantine(raw, row_level),
+        max_failures_listed=max_failures_listed,
+        engine="in-memory",
     )
+    result.valid = valid
+    result.quarantined = bad.select(*plan.columns, REASONS_COLUMN)
+    return result
+
+
+def schema_failures(frame: pl.DataFrame, schema: pa.DataFrameSchema) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """(row-level failures, frame-level failures, frame errors as sentences) of `frame` against `schema`, all listed.
+
+    Failure tables have the columns column, check (named as Pandera names it), row and value
+    (as text). A row-level failure quarantines its row; a frame-level one fails the file.
+    """
+    spec = schema_spec(schema)
+    plan = _plan(frame.lazy(), spec, is_text=False, engine="in-memory")
+    result = _verdict(
+        plan, plan.bad, frame.height, spec, max_quarantine_share=1.0, max_failures_listed=2**32 - 1, engine="in-memory"
+    )  # list every failure
+    listed = pl.DataFrame(result.failures, schema=FAILURE_COLUMNS)
+    frame_level = pl.col("row").is_null() | (pl.col("check") == "field_uniqueness")
+    return listed.filter(~frame_level), listed.filter(frame_level), result.frame_errors
 
 
 def _as_raw_table(table: RawTable | pl.DataFrame | pd.DataFrame) -> RawTable:
@@ -406,27 +747,107 @@ def _as_raw_table(table: RawTable | pl.DataFrame | pd.DataFrame) -> RawTable:
         raise DataFileError(f"the frame cannot be represented as typed columns: {error}") from error
 
 
-def _rows_mask(rows: pl.Series, n_rows: int) -> pl.Series:
-    """True at every row listed in `rows`."""
-    mask = np.zeros(n_rows, dtype=bool)
-    mask[rows.to_numpy()] = True
-    return pl.Series("bad", mask)
+# ---------------------------------------------------------------- the stage: a file in, the outputs out
+def validate_file(
+    raw_path: str | Path,
+    valid_path: Path,
+    quarantine_path: Path,
+    report_path: Path,
+    *,
+    as_of: str,
+    max_quarantine_share: float,
+    max_failures_listed: int = 100,
+    stream_from_mb: float = STREAM_FROM_MB,
+    row_group_size: int = ROW_GROUP_SIZE,
+    batch_rows: int = STREAM_BATCH_ROWS,
+) -> tuple[ValidationResult, dict[str, Any]]:
+    """Validate a file and write the outputs (atomically, data files only when it passed); return both.
+
+    A file under `stream_from_mb` is read whole and checked in memory (quicker there); a larger one
+    is scanned and written by the streaming engine, valid and quarantined rows in one pass.
+    """
+    raw_path = Path(raw_path)
+    suffix = _check_path(raw_path)
+    if raw_path.stat().st_size < stream_from_mb * 2**20:
+        result = validate_frame(
+            read_raw(raw_path),
+            as_of=as_of,
+            max_quarantine_share=max_quarantine_share,
+            max_failures_listed=max_failures_listed,
+        )
+        return result, write_outputs(result, valid_path, quarantine_path, report_path, row_group_size=row_group_size)
+    with pl.Config(streaming_chunk_size=batch_rows):
+        return _validate_streamed(
+            raw_path,
+            suffix,
+            valid_path,
+            quarantine_path,
+            report_path,
+            as_of=as_of,
+            max_quarantine_share=max_quarantine_share,
+            max_failures_listed=max_failures_listed,
+            row_group_size=row_group_size,
+        )
 
 
-def _quarantine(raw: RawTable, row_level: pl.DataFrame) -> pl.DataFrame:
-    """The bad rows as they arrived (CSV: the text of every cell), each with its reasons."""
-    source = raw.text if raw.text is not None else raw.frame
-    reason = pl.format("{}: {} (got {})", "column", "check", pl.col("value").fill_null("null"))
-    reasons = row_level.select("row", reason.alias(REASONS_COLUMN)).sort("row", maintain_order=True)
-    if reasons["row"].n_unique() < reasons.height:  # a row that broke several rules: its reasons on one line
-        reasons = reasons.group_by("row", maintain_order=True).agg(pl.col(REASONS_COLUMN).str.join("; "))
-    rows = source[reasons["row"]].with_columns(pl.all().cast(pl.String))  # the few bad rows, in order
-    return rows.with_columns(reasons.to_series(1).alias(REASONS_COLUMN))
+def _validate_streamed(
+    raw_path: Path,
+    suffix: str,
+    valid_path: Path,
+    quarantine_path: Path,
+    report_path: Path,
+    *,
+    as_of: str,
+    max_quarantine_share: float,
+    max_failures_listed: int,
+    row_group_size: int,
+) -> tuple[ValidationResult, dict[str, Any]]:
+    spec = transaction_checks(as_of)
+    with _reading(raw_path):
+        if suffix == ".parquet":
+            source = pl.scan_parquet(raw_path)
+        else:
+            source = pl.scan_csv(raw_path, infer_schema=False, encoding="utf8")
+        source.collect_schema()
+        plan = _plan(source, spec, is_text=suffix == ".csv", engine="streaming")
+    with ExitStack() as stack:
+        valid_tmp = stack.enter_context(_staged(valid_path))
+        quarantine_tmp = stack.enter_context(_staged(quarantine_path))
+        bad_tmp = stack.enter_context(_staged(quarantine_path.with_name(quarantine_path.name + ".bad")))
+        with _reading(raw_path):
+            pl.collect_all(
+                [
+                    plan.valid.sink_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size, lazy=True),
+                    plan.bad.sink_parquet(bad_tmp, compression="snappy", lazy=True),
+                ],
+                engine="streaming",
+            )
+        bad = pl.scan_parquet(bad_tmp)
+        rows_valid = pl.scan_parquet(valid_tmp).select(pl.len()).collect().item()
+        rows_bad = bad.select(pl.len()).collect().item()
+        result = _verdict(
+            plan,
+            bad,
+            rows_valid + rows_bad,
+            spec,
+            max_quarantine_share=max_quarantine_share,
+            max_failures_listed=max_failures_listed,
+            engine="streaming",
+        )
+        data: list[tuple[Path, Path]] = []
+        if result.passed:
+            bad.select(*plan.columns, REASONS_COLUMN).sink_parquet(quarantine_tmp, compression="snappy")
+            data = [(valid_tmp, valid_path), (quarantine_tmp, quarantine_path)]
+        return result, _publish(result, data, report_path)
 
 
 # ---------------------------------------------------------------- outputs, and the check that uses them
 def write_outputs(
-    result: ValidationResult, valid_path: Path, quarantine_path: Path, report_path: Path
+    result: ValidationResult,
+    valid_path: Path,
+    quarantine_path: Path,
+    report_path: Path,
+    row_group_size: int = ROW_GROUP_SIZE,
 ) -> dict[str, Any]:
     """Write the report, and the data files only when validation passed; return the report.
 
@@ -434,20 +855,27 @@ def write_outputs(
     reader never sees half a file and a rejected input leaves the data files as they were.
     The report records the md5 of the valid file it vouches for (the hash DVC gives it too).
     """
-    report = {**result.report(), "valid_md5": None}
     with ExitStack() as stack:
-        moves = []
+        data: list[tuple[Path, Path]] = []
         if result.passed:
+            if result.valid is None or result.quarantined is None:
+                raise ValueError("the rows of this result were streamed to files: validate_file wrote them")
             valid_tmp = stack.enter_context(_staged(valid_path))
             quarantine_tmp = stack.enter_context(_staged(quarantine_path))
-            result.valid.write_parquet(valid_tmp, compression="snappy")  # pandas' default: quicker than zstd
+            # snappy: pandas' default, quicker than zstd
+            result.valid.write_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size)
             # Quarantine is for people: every value as the text it arrived as, next to the reasons.
             result.quarantined.write_parquet(quarantine_tmp, compression="snappy")
-            report["valid_md5"] = file_md5(valid_tmp)
-            moves += [(valid_tmp, valid_path), (quarantine_tmp, quarantine_path)]
-        report_tmp = stack.enter_context(_staged(report_path))
+            data = [(valid_tmp, valid_path), (quarantine_tmp, quarantine_path)]
+        return _publish(result, data, report_path)
+
+
+def _publish(result: ValidationResult, data: list[tuple[Path, Path]], report_path: Path) -> dict[str, Any]:
+    """Write the report beside the staged data files, then move them all into place."""
+    report = {**result.report(), "valid_md5": file_md5(data[0][0]) if data else None}
+    with _staged(report_path) as report_tmp:
         report_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        for temp, path in [*moves, (report_tmp, report_path)]:
+        for temp, path in [*data, (report_tmp, report_path)]:
             os.replace(temp, path)
     return report
 
