@@ -147,6 +147,11 @@ def test_the_size_setting_chooses_the_path(parquet: Path) -> None:
     assert isinstance(build_datamodule(parquet, 64, VAL_FRACTION, SEED, ROWS - 1, 1024), StreamingDataModule)
 
 
+def test_a_buffer_smaller_than_two_batches_is_refused_before_reading(parquet: Path) -> None:
+    with pytest.raises(ValueError, match="must hold at least two batches"):
+        StreamingDataModule(parquet, 1024, VAL_FRACTION, SEED, buffer_rows=2047)
+
+
 def test_too_few_row_groups_for_the_ranks_is_a_clear_error(frame: pd.DataFrame, tmp_path: Path) -> None:
     path = tmp_path / "one_group.parquet"
     frame.to_parquet(path)  # one row group

@@ -41,11 +41,15 @@ def _weights_and_metrics(workspace: Path) -> tuple[dict[str, torch.Tensor], dict
     return model.network.state_dict(), json.loads((workspace / "reports" / "train_metrics.json").read_text())
 
 
-def test_two_cpu_runs_are_bit_identical(trained: Path) -> None:
-    run([sys.executable, "pipelines/train.py"], trained)
+# In memory (the default for a small file) and streamed from parquet (forced by a size limit of 0 rows).
+@pytest.mark.parametrize("overrides", [[], ["data.in_memory_max_rows=0", "data.shuffle_buffer_rows=2048"]])
+def test_two_cpu_runs_are_bit_identical(trained: Path, overrides: list[str]) -> None:
+    run([*TRAIN, *overrides], trained)
     first_weights, first_metrics = _weights_and_metrics(trained)
-    run([sys.executable, "pipelines/train.py"], trained)
+    first_md5 = file_md5(trained / "models" / "model.pt")
+    run([*TRAIN, *overrides], trained)
     second_weights, second_metrics = _weights_and_metrics(trained)
+    assert file_md5(trained / "models" / "model.pt") == first_md5
     assert first_metrics == second_metrics
     for name, tensor in first_weights.items():
         assert torch.equal(tensor, second_weights[name]), name

@@ -174,6 +174,11 @@ class StreamingDataModule(TabularDataModule):
 
     def __init__(self, path: Path, batch_size: int, val_fraction: float, seed: int, buffer_rows: int) -> None:
         super().__init__(batch_size, seed)
+        if buffer_rows < 2 * batch_size:  # refused before the pass over the file, not at the first batch
+            raise ValueError(
+                f"data.shuffle_buffer_rows={buffer_rows} must hold at least two batches "
+                f"(2 x data.batch_size = {2 * batch_size})"
+            )
         self.rows = ParquetRows(path, seed, val_fraction)
         self.plan = scan(self.rows)
         check_split(self.plan.train_rows, self.plan.train_positives, self.plan.val_rows, self.plan.val_positives)

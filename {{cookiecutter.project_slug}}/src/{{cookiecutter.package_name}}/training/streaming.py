@@ -244,7 +244,9 @@ class StreamedBatches:
             # The group order is the same on every rank's view of its share; the buffer differs per rank.
             groups = [groups[i] for i in np.random.default_rng([self.seed, epoch]).permutation(len(groups))]
             generator = np.random.default_rng([self.seed, epoch, self.rank])
-        buffer = ShuffleBuffer(self.buffer_rows, self.width, self.sizes, generator)
+        # Validation keeps the file's order: it holds one batch at a time, whatever the shuffle buffer's size.
+        capacity = max(self.sizes) if self.validation else self.buffer_rows
+        buffer = ShuffleBuffer(capacity, self.width, self.sizes, generator)
         self.buffer = buffer  # kept for inspection: its high-water mark is the memory bound tests check
         for group in groups:
             for frame in self.rows.split(group, self.validation):
