@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import make_workspace, run
@@ -23,6 +24,7 @@ from omegaconf import OmegaConf
 from {{ cookiecutter.package_name }}.lineage import file_md5
 from {{ cookiecutter.package_name }}.training.artifact import load_model
 from {{ cookiecutter.package_name }}.training.model import FraudClassifier
+from {{ cookiecutter.package_name }}.training.streaming import validation_mask
 from {{ cookiecutter.package_name }}.training.train import LAST_CHECKPOINT, TrainingError, resume_point, write_run_state
 
 TRAIN = [sys.executable, "pipelines/train.py"]
@@ -290,3 +292,19 @@ def test_two_cpu_processes_with_ddp_train_one_run_and_one_model(trained: Path) -
     assert metrics["train_rows"] == single["train_rows"] and metrics["epochs"] == 2
     assert metrics["val_roc_auc"] > single["val_roc_auc"] - 0.05
     assert load_model(trained / "models" / "model.pt").metadata["train_rows"] == single["train_rows"]
+
+
+@pytest.mark.slow
+def test_ddp_streams_each_rank_its_own_row_groups(trained: Path, tmp_path: Path) -> None:
+    validated = tmp_path / "train.parquet"
+    table = pq.read_table(trained / "data" / "validated" / "train.parquet")
+    pq.write_table(table, validated, row_group_size=1_000)  # many row groups, as a big file has
+    (tmp_path / "validation.json").write_text(json.dumps({"passed": True, "valid_md5": file_md5(validated)}))
+    overrides = ["debug=fast", "trainer=ddp_cpu", "trainer.max_epochs=2", "data.in_memory_max_rows=0"]
+    result = run([*TRAIN, *overrides, f"paths.validated={validated}", f"paths.reports={tmp_path}"], trained)
+    assert "distributed_backend=gloo" in result.stdout + result.stderr, "not trained with DDP"
+    metrics = json.loads((tmp_path / "train_metrics.json").read_text())
+    params = OmegaConf.load(trained / "params.yaml")
+    held_out = validation_mask(0, table.num_rows, int(params.seed), float(params.data.val_fraction))
+    assert metrics["train_rows"] == int((~held_out).sum()) and metrics["epochs"] == 2
+    assert metrics["val_roc_auc"] > 0.6
