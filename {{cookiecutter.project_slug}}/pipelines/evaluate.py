@@ -8,7 +8,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate, load_golden, write_evaluation
-from {{ cookiecutter.package_name }}.stage import run_stage, write_summary
+from {{ cookiecutter.package_name }}.files import write_summary
+from {{ cookiecutter.package_name }}.stage import run_stage
 from {{ cookiecutter.package_name }}.training.artifact import load_model
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package_name }}.errors import PipelineError
+from {{ cookiecutter.package_name }}.files import write_json, write_summary
 from {{ cookiecutter.package_name }}.release.gate import Check, failed_gate, render_table, run_gate
-from {{ cookiecutter.package_name }}.stage import run_stage, write_json, write_summary
+from {{ cookiecutter.package_name }}.stage import run_stage
 
 
 def main(cfg: DictConfig) -> int:

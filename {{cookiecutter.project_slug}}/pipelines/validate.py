@@ -12,7 +12,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package_name }}.data.validation import read_raw, validate_frame, write_outputs
-from {{ cookiecutter.package_name }}.stage import run_stage, write_summary
+from {{ cookiecutter.package_name }}.files import write_summary
+from {{ cookiecutter.package_name }}.stage import run_stage
 
 HEADLINE = ("passed", "rows_total", "rows_valid", "rows_quarantined", "quarantine_share")
 

@@ -17,16 +17,16 @@ from support.tiny import tiny_model
 from {{ cookiecutter.package_name }}.data import generate_transactions
 from {{ cookiecutter.package_name }}.data.schema import ID_COLUMN, LABEL_COLUMN
 from {{ cookiecutter.package_name }}.monitoring.drift import Limits, drift_report
-from {{ cookiecutter.package_name }}.monitoring.predictions import (
+from {{ cookiecutter.package_name }}.monitoring.predictions import PredictionLog, resolve_log_dir
+from {{ cookiecutter.package_name }}.monitoring.record import (
     FEATURE_COLUMNS,
     MODEL_COLUMN,
     SCORE_COLUMN,
     TIME_COLUMN,
-    PredictionLog,
-    resolve_log_dir,
+    PredictionLogSettings,
 )
 from {{ cookiecutter.package_name }}.release.package import request_body
-from {{ cookiecutter.package_name }}.serving.api import PredictionLogSettings, ServeSettings, predict_rows, request_model
+from {{ cookiecutter.package_name }}.serving.api import ServeSettings, predict_rows, request_model
 from {{ cookiecutter.package_name }}.serving.service import prediction_log
 
 CONF = yaml.safe_load((PROJECT / "conf" / "monitor" / "default.yaml").read_text(encoding="utf-8"))

@@ -28,6 +28,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from {{ cookiecutter.package_name }}.data import generate_transactions
+from {{ cookiecutter.package_name }}.files import write_atomically, write_json
 from {{ cookiecutter.package_name }}.monitoring.drift import (
     Limits,
     drift_report,
@@ -35,10 +36,10 @@ from {{ cookiecutter.package_name }}.monitoring.drift import (
     read_traffic,
 )
 from {{ cookiecutter.package_name }}.monitoring.predictions import PredictionLog, resolve_log_dir
+from {{ cookiecutter.package_name }}.monitoring.record import PredictionLogSettings
 from {{ cookiecutter.package_name }}.monitoring.report import html_report
 from {{ cookiecutter.package_name }}.release.package import request_body
-from {{ cookiecutter.package_name }}.serving.api import PredictionLogSettings, predict_rows, request_model
-from {{ cookiecutter.package_name }}.stage import write_atomically, write_json
+from {{ cookiecutter.package_name }}.serving.api import predict_rows, request_model
 
 DRIFT_EXIT = 3
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 from omegaconf import DictConfig
 
@@ -42,25 +39,3 @@ def run_stage(name: str, stage: Callable[[DictConfig], int], argv: list[str] | N
     except PipelineError as error:
         print(f"[{name}] ERROR: {error}", file=sys.stderr)
         return 2
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the whole new one, never half of it (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomically(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_summary(path: Path, values: Mapping[str, float | int | bool]) -> None:
-    """A stage's headline numbers as DVC metrics: flat and numeric, so `dvc metrics show/diff` and
-    `dvc exp show` stay readable. The detailed reports are plain outputs beside them."""
-    flat = {key: (int(value) if isinstance(value, bool) else value) for key, value in values.items()}
-    bad = [key for key, value in flat.items() if not isinstance(value, (int, float))]
-    if bad:
-        raise TypeError(f"metrics summary {path} holds non-numeric values: {bad}")
-    write_json(path, flat)

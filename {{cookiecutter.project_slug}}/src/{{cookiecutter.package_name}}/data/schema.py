@@ -94,3 +94,16 @@ def transaction_schema(as_of: str | pd.Timestamp) -> pa.DataFrameSchema:
 FEATURE_COLUMNS: tuple[str, ...] = tuple(
     name for name in TransactionSchema.to_schema().columns if name not in (LABEL_COLUMN,)
 )
+
+
+def _array_type(column: pa.Column) -> str:
+    """The numpy dtype a column travels in as one array: its own, or object for text and closed sets."""
+    kind = str(column.dtype)
+    closed = any(check.name == "isin" for check in column.checks)
+    return kind if kind in ("int64", "float64", "bool", "datetime64[ns]") and not closed else "object"
+
+
+# A request's columns (everything but the label) and the array type each is scored and logged in.
+COLUMN_TYPES: dict[str, str] = {
+    name: _array_type(column) for name, column in TransactionSchema.to_schema().columns.items() if name != LABEL_COLUMN
+}

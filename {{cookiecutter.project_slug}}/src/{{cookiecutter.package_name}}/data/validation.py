@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import pandera.pandas as pa
 import polars as pl
 
 from ..errors import PipelineError
+from ..files import staged as _staged
 from ..lineage import file_md5
 from .schema import TransactionSchema, as_utc, transaction_schema
 
@@ -449,17 +450,6 @@ def write_outputs(
         for temp, path in [*moves, (report_tmp, report_path)]:
             os.replace(temp, path)
     return report
-
-
-@contextmanager
-def _staged(path: Path) -> Iterator[Path]:
-    """A scratch file beside `path` (same file system, so the move is atomic), gone unless moved."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield temp
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def require_validated(report_path: Path, validated_path: Path) -> None:

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import PipelineError
-from ..stage import write_atomically
+from ..files import write_atomically
 
 SlotName = Literal["blue", "green"]
 SLOTS: tuple[SlotName, SlotName] = ("blue", "green")

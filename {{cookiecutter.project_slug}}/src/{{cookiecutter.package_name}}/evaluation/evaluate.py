@@ -15,7 +15,7 @@ from ..data import GoldenSchema, slice_masks
 from ..data.schema import ID_COLUMN, LABEL_COLUMN, SLICE_COLUMN
 from ..data.validation import read_table
 from ..errors import PipelineError
-from ..stage import write_atomically, write_json
+from ..files import write_atomically, write_json
 from .behaviour import behavioural_checks
 from .metrics import classification_metrics, plot_data
 

@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data.schema import TIME_COLUMN
-from ..serving.api import COLUMN_TYPES
-from .predictions import FEATURE_COLUMNS, LOG_GLOB, SCORE_COLUMN
-from .predictions import TIME_COLUMN as LOGGED_AT
+from ..data.schema import COLUMN_TYPES, TIME_COLUMN
+from .record import FEATURE_COLUMNS, LOG_GLOB, SCORE_COLUMN
+from .record import TIME_COLUMN as LOGGED_AT
 
 HOUR_FEATURE = "event_hour"
 EPSILON = 1e-4  # floor for an empty bin's share: ln(0) would make any unseen value infinite drift

@@ -26,15 +26,8 @@ import bentoml
 import numpy as np
 from bentoml.monitoring import MonitorBase
 
-from ..data.schema import ID_COLUMN
-from ..serving.api import COLUMN_TYPES, PredictionLogSettings
+from .record import FEATURE_COLUMNS, MODEL_COLUMN, MONITOR_NAME, SCORE_COLUMN, TIME_COLUMN, PredictionLogSettings
 
-MONITOR_NAME = "predictions"
-FEATURE_COLUMNS = tuple(name for name in COLUMN_TYPES if name != ID_COLUMN)  # what the model reads
-SCORE_COLUMN = "fraud_probability"
-MODEL_COLUMN = "model"
-TIME_COLUMN = "timestamp"
-LOG_GLOB = "*/data/data.*.log*"  # under the log dir, any monitor name
 WRITE_EVERY_S = 0.05  # the writer thread collects a burst this long; a line reaches the file within it
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .drift import categorical_shares, monitored_features, numeric_bins, numeric_shares
-from .predictions import SCORE_COLUMN
+from .record import SCORE_COLUMN
 
 
 def _png(figure: Any) -> str:

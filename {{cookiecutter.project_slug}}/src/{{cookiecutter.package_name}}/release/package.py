@@ -17,9 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.schema import LABEL_COLUMN, SLICE_COLUMN
 from ..errors import PipelineError
 from ..evaluation.evaluate import load_golden
+from ..files import write_atomically
 from ..lineage import environment, file_md5, git_commit
 from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, SERVE_FILE, SERVICE_NAME, score_body
-from ..stage import write_atomically
 from ..training.artifact import ScoringModel, load_model
 from .card import render_card
 from .registry import reserve_version, set_challenger, training_run
@@ -186,7 +186,7 @@ def card_context(
     return {
         "model_name": str(cfg.logger.registered_model_name),
         "model_version": version,
-        "license": "{{ cookiecutter.license }}",
+        "license": "MIT",
         "architecture": model.architecture,
         "threshold": model.threshold,
         "git_commit": lineage["git_commit"],

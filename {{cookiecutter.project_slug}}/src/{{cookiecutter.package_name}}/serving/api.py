@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
-from ..data.schema import ID_COLUMN, LABEL_COLUMN, TIME_COLUMN, TransactionSchema, not_in_future
+from ..data.schema import COLUMN_TYPES, ID_COLUMN, LABEL_COLUMN, TIME_COLUMN, TransactionSchema, not_in_future
+from ..monitoring.record import PredictionLogSettings
 
 if TYPE_CHECKING:  # torch is imported by the worker that loads the model, not by every importer
     from ..training.artifact import ScoringModel
@@ -32,13 +33,6 @@ EXAMPLE_FILE = "example.json"
 SERVE_FILE = "serve.json"  # conf/serve plus the model tag, written into the bento by the package stage
 # A string column the schema leaves unbounded still gets a cap: request bodies are untrusted.
 MAX_STRING_LENGTH = 256
-
-
-class PredictionLogSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    enabled: bool
-    dir: str = Field(min_length=1)
-    keep_days: int = Field(ge=1)
 
 
 class ServeSettings(BaseModel):
@@ -81,7 +75,6 @@ PYTHON_TYPES: dict[str, Any] = {
     "bool": bool,
     "datetime64[ns]": Annotated[dt.datetime, AfterValidator(_naive_utc)],
 }
-NUMPY_TYPES: dict[Any, str] = {int: "int64", float: "float64", bool: "bool"}
 BOUND_CHECKS = {
     "greater_than": "gt",
     "greater_than_or_equal_to": "ge",
@@ -119,12 +112,6 @@ def _field_for(column: Any) -> tuple[Any, Any]:
     return annotation, Field(**constraints)
 
 
-def _numpy_type(annotation: Any) -> str:
-    if annotation is str or getattr(annotation, "__origin__", None) is Literal:
-        return "object"
-    return NUMPY_TYPES.get(annotation, "datetime64[ns]")
-
-
 SCHEMA_COLUMNS = {name: c for name, c in TransactionSchema.to_schema().columns.items() if name != LABEL_COLUMN}
 # Strict: "12.5" is not a number, "yes"/"off"/1 are not booleans, 3.5 is not an int (JSON bodies).
 Transaction = create_model(  # type: ignore[call-overload]
@@ -132,7 +119,6 @@ Transaction = create_model(  # type: ignore[call-overload]
     __config__=ConfigDict(extra="forbid", strict=True),
     **{name: _field_for(column) for name, column in SCHEMA_COLUMNS.items()},
 )
-COLUMN_TYPES = {name: _numpy_type(_constraints(column)[0]) for name, column in SCHEMA_COLUMNS.items()}
 # The schema's custom checks (e.g. not_in_future) that cannot be a per-field constraint.
 CUSTOM_CHECKS = [
     (name, check)

@@ -32,8 +32,8 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import PipelineError
+from ..files import write_atomically, write_json, write_summary
 from ..lineage import data_versions, file_md5, record_lineage
-from ..stage import write_atomically, write_json, write_summary
 from .artifact import ScoringModel
 from .datamodule import TabularDataModule, build_datamodule
 from .model import FraudClassifier
