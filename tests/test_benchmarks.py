@@ -68,3 +68,15 @@ def test_bench_train_on_gpu(baked: Path, tmp_path: Path) -> None:
     figures = json.loads(figures_file.read_text())
     assert figures["device"] == "cuda" and figures["bf16"] is True
     assert all(run["samples"] > 0 for runs in figures["runs"].values() for run in runs)
+
+
+@pytest.mark.slow  # a bake and three stage processes
+def test_bench_train_stage_mode_streams_and_repeats_the_model(tmp_path: Path) -> None:
+    figures_file = tmp_path / "stage.json"
+    output = run_benchmark("bench_train.py", "--stage-rows", "30000", "--set", "debug=fast", "trainer.max_epochs=1",
+                           "data.in_memory_max_rows=0", "--json", str(figures_file), cwd=tmp_path)
+    assert "model.pt identical on every forced rerun: yes" in output
+    runs = json.loads(figures_file.read_text())["stage"]
+    assert [run["path"] for run in runs] == ["streamed", "streamed"]
+    assert all(run["peak_rss_mib"] > 0 and run["wall_s"] > 0 and run["train_rows"] > 20_000 for run in runs)
+    assert runs[0]["model_md5"] == runs[1]["model_md5"]
