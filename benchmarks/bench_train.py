@@ -17,16 +17,21 @@ rows only. The figure to watch is lightning / raw (target on GPU: >= 0.95).
     python benchmarks/bench_train.py --device cuda --rows 2000000 --hidden-sizes 256 256   # on a GPU box
     python benchmarks/bench_train.py --ablations --count-syncs                             # why a gap
     python benchmarks/bench_train.py --startup 5     # what the train stage pays before its first batch
+    python benchmarks/bench_train.py --stage-rows 1000000 10000000 --set trainer.max_epochs=1
+                                     # the train stage itself (`dvc repro -f train`, twice) on big files:
+                                     # time, rows/s, peak RSS of the stage, and whether model.pt repeats
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,7 +44,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import add_project_argument, child_env, import_package, machine_line, package_name, resolve_project, table
+from common import (
+    add_project_argument,
+    bake,
+    child_env,
+    import_package,
+    machine_line,
+    package_name,
+    resolve_project,
+    run_child,
+    table,
+)
 from torch import nn
 
 PATHS = ("raw", "lightning", "lightning+val", "dataloader")
@@ -83,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     parser.add_argument("--startup", type=int, default=0, metavar="N",
                         help="instead of training: import the train stage's modules in N fresh interpreters")
+    parser.add_argument("--stage-rows", type=int, nargs="+", default=None, metavar="N",
+                        help="instead of the throughput paths: run the train stage on N generated rows")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for --stage-rows, composed into params.yaml (e.g. trainer.max_epochs=1)")
+    parser.add_argument("--stage-runs", type=int, default=2,
+                        help="forced runs of the train stage per size (the second on shows whether model.pt repeats)")
     args = parser.parse_args(argv)
     if args.ablations:
         args.paths = list(dict.fromkeys([*args.paths, *ABLATIONS]))
@@ -496,11 +517,99 @@ def startup(args: argparse.Namespace, project: Path) -> int:
     return 0
 
 
+GENERATE_CHUNK_ROWS = 1_000_000
+
+
+# Run in the workspace's own interpreter environment: each size is a fresh bake, and this process may
+# already have imported another bake's package. Chunks of GENERATE_CHUNK_ROWS: never the whole file in memory.
+WRITE_RAW_ROWS = """
+import sys, pyarrow as pa, pyarrow.parquet as pq
+from {package}.data import generate_transactions
+path, rows, seed, chunk_rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+writer = None
+for chunk, start in enumerate(range(0, rows, chunk_rows)):
+    table = pa.Table.from_pandas(generate_transactions(min(chunk_rows, rows - start), seed=seed + chunk),
+                                 preserve_index=False)
+    writer = writer or pq.ParquetWriter(path, table.schema)
+    writer.write_table(table)
+writer.close()
+"""
+
+
+def write_raw_rows(project: Path, path: Path, rows: int, seed: int) -> None:
+    """`rows` generated transactions written chunk by chunk (seed + chunk number each), in a child process."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    code = WRITE_RAW_ROWS.format(package=package_name(project))
+    command = [sys.executable, "-c", code, str(path), str(rows), str(seed), str(GENERATE_CHUNK_ROWS)]
+    subprocess.run(command, cwd=project, env=child_env(project), check=True)
+
+
+def stage_workspace(args: argparse.Namespace, scratch: Path, rows: int) -> Path:
+    """A fresh default bake (git and DVC set up by the template's hook), with `rows` raw rows and --set applied."""
+    workspace = bake(scratch / f"stage-{rows}")
+    write_raw_rows(workspace, workspace / "data" / "raw" / "transactions.parquet", rows, args.seed)
+    env = child_env(workspace)
+    if args.set:
+        subprocess.run([sys.executable, "tools/params.py", *args.set], cwd=workspace, env=env, check=True)
+    return workspace
+
+
+def stage_runs(args: argparse.Namespace, scratch: Path) -> int:
+    """The train stage as DVC runs it, on files too big to hold: wall time, rows/s, the stage's peak RSS.
+
+    `dvc repro validate` runs first, untimed here (bench_validate measures it). Each train run is
+    `dvc repro --force --single-item train`; wait4 on the dvc process gives the peak RSS of the largest
+    process in its tree (dvc or the stage it ran), which is the stage's. model.pt's md5 after every run
+    shows whether a forced rerun gives the same bytes.
+    """
+    from omegaconf import OmegaConf
+
+    print(f"{machine_line()}, load average {os.getloadavg()[0]:.1f}", flush=True)
+    results, identical = [], True
+    for rows in args.stage_rows:
+        workspace = stage_workspace(args, scratch, rows)
+        env = child_env(workspace)
+        params = OmegaConf.load(workspace / "params.yaml")
+        path = "in memory" if rows <= int(params.data.in_memory_max_rows) else "streamed"
+        epochs = int(params.trainer.max_epochs)
+        validated = run_child(["dvc", "repro", "validate"], workspace, env, scratch / "logs" / f"validate-{rows}")
+        if validated.returncode != 0:
+            raise SystemExit(f"dvc repro validate failed on {rows:,} rows:\n{validated.stderr[-3000:]}")
+        digests = []
+        for attempt in range(args.stage_runs):
+            logs = scratch / "logs" / f"train-{rows}-{attempt}"
+            done = run_child(["dvc", "repro", "--force", "--single-item", "train"], workspace, env, logs)
+            if done.returncode != 0:
+                raise SystemExit(f"dvc repro train failed on {rows:,} rows:\n{done.stderr[-3000:]}")
+            digests.append(hashlib.md5((workspace / "models" / "model.pt").read_bytes()).hexdigest())
+            train_rows = json.loads((workspace / "reports" / "train_metrics.json").read_text())["train_rows"]
+            print(f"  {rows:,} rows ({path}), run {attempt + 1}: {done.wall_s:.1f}s, peak RSS "
+                  f"{done.peak_rss_mib:,.0f} MiB, model.pt {digests[-1]}", flush=True)
+            results.append({"rows": rows, "path": path, "epochs": epochs, "train_rows": train_rows,
+                            "wall_s": done.wall_s, "peak_rss_mib": done.peak_rss_mib, "model_md5": digests[-1]})
+        identical = identical and len(set(digests)) == 1
+        shutil.rmtree(workspace.parent)  # gigabytes at 10M rows: one size on disk at a time
+    print(f"\ntrain stage (`dvc repro --force --single-item train`), {args.stage_runs} runs per size, "
+          f"overrides {args.set or 'none'}; rows/s = file rows x epochs / stage wall time (start-up, the "
+          f"fitting pass, validation and MLflow logging included)")
+    print(table(["rows", "path", "epochs", "run", "stage s", "rows/s", "peak RSS MiB", "model.pt md5"],
+                [[f"{r['rows']:,}", r["path"], r["epochs"], i % args.stage_runs + 1, f"{r['wall_s']:.1f}",
+                  f"{r['rows'] * r['epochs'] / r['wall_s'] / 1e6:.3f} M", f"{r['peak_rss_mib']:,.0f}",
+                  r["model_md5"][:12]] for i, r in enumerate(results)]))
+    print(f"model.pt identical on every forced rerun: {'yes' if identical else 'NO'}; "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+    if args.json:
+        args.json.write_text(json.dumps({"stage": results}, indent=2) + "\n")
+    return 0 if identical else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
+        if args.stage_rows:
+            return stage_runs(args, Path(scratch))
         project = resolve_project(args.project, Path(scratch))
         if args.startup:
             return startup(args, project)

@@ -90,3 +90,15 @@ def test_bench_serve_leaves_the_projects_prediction_log_alone(project_copy: Path
     assert "(b) bento /predict" in output
     after = sorted((p.relative_to(logs), p.read_bytes()) for p in logs.rglob("*") if p.is_file())
     assert after == before, "the benchmark wrote into the project's prediction log"
+
+
+@pytest.mark.slow  # a bake and three stage processes
+def test_bench_train_stage_mode_streams_and_repeats_the_model(tmp_path: Path) -> None:
+    figures_file = tmp_path / "stage.json"
+    output = run_benchmark("bench_train.py", "--stage-rows", "30000", "--set", "debug=fast", "trainer.max_epochs=1",
+                           "data.in_memory_max_rows=0", "--json", str(figures_file), cwd=tmp_path)
+    assert "model.pt identical on every forced rerun: yes" in output
+    runs = json.loads(figures_file.read_text())["stage"]
+    assert [run["path"] for run in runs] == ["streamed", "streamed"]
+    assert all(run["peak_rss_mib"] > 0 and run["wall_s"] > 0 and run["train_rows"] > 20_000 for run in runs)
+    assert runs[0]["model_md5"] == runs[1]["model_md5"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import make_workspace, run
@@ -25,6 +26,7 @@ from {{ cookiecutter.package_name }}.lineage import file_md5
 from {{ cookiecutter.package_name }}.training.artifact import load_model
 from {{ cookiecutter.package_name }}.training.model import FraudClassifier
 from {{ cookiecutter.package_name }}.training.run_state import LAST_CHECKPOINT, resume_point, write_run_state
+from {{ cookiecutter.package_name }}.training.streaming import validation_mask
 
 TRAIN = [sys.executable, "pipelines/train.py"]
 
@@ -42,11 +44,15 @@ def _weights_and_metrics(workspace: Path) -> tuple[dict[str, torch.Tensor], dict
     return model.network.state_dict(), json.loads((workspace / "reports" / "train_metrics.json").read_text())
 
 
-def test_two_cpu_runs_are_bit_identical(trained: Path) -> None:
-    run([sys.executable, "pipelines/train.py"], trained)
+# In memory (the default for a small file) and streamed from parquet (forced by a size limit of 0 rows).
+@pytest.mark.parametrize("overrides", [[], ["data.in_memory_max_rows=0", "data.shuffle_buffer_rows=2048"]])
+def test_two_cpu_runs_are_bit_identical(trained: Path, overrides: list[str]) -> None:
+    run([*TRAIN, *overrides], trained)
     first_weights, first_metrics = _weights_and_metrics(trained)
-    run([sys.executable, "pipelines/train.py"], trained)
+    first_md5 = file_md5(trained / "models" / "model.pt")
+    run([*TRAIN, *overrides], trained)
     second_weights, second_metrics = _weights_and_metrics(trained)
+    assert file_md5(trained / "models" / "model.pt") == first_md5
     assert first_metrics == second_metrics
     for name, tensor in first_weights.items():
         assert torch.equal(tensor, second_weights[name]), name
@@ -321,3 +327,19 @@ def test_two_cpu_processes_with_ddp_train_one_run_and_one_model(trained: Path) -
     assert metrics["train_rows"] == single["train_rows"] and metrics["epochs"] == 2
     assert metrics["val_roc_auc"] > single["val_roc_auc"] - 0.05
     assert load_model(trained / "models" / "model.pt").metadata["train_rows"] == single["train_rows"]
+
+
+@pytest.mark.slow
+def test_ddp_streams_each_rank_its_own_row_groups(trained: Path, tmp_path: Path) -> None:
+    validated = tmp_path / "train.parquet"
+    table = pq.read_table(trained / "data" / "validated" / "train.parquet")
+    pq.write_table(table, validated, row_group_size=1_000)  # many row groups, as a big file has
+    (tmp_path / "validation.json").write_text(json.dumps({"passed": True, "valid_md5": file_md5(validated)}))
+    overrides = ["debug=fast", "trainer=ddp_cpu", "trainer.max_epochs=2", "data.in_memory_max_rows=0"]
+    result = run([*TRAIN, *overrides, f"paths.validated={validated}", f"paths.reports={tmp_path}"], trained)
+    assert "distributed_backend=gloo" in result.stdout + result.stderr, "not trained with DDP"
+    metrics = json.loads((tmp_path / "train_metrics.json").read_text())
+    params = OmegaConf.load(trained / "params.yaml")
+    held_out = validation_mask(0, table.num_rows, int(params.seed), float(params.data.val_fraction))
+    assert metrics["train_rows"] == int((~held_out).sum()) and metrics["epochs"] == 2
+    assert metrics["val_roc_auc"] > 0.6

@@ -31,6 +31,8 @@ TYPED_KEYS: dict[str, tuple[type, float | None]] = {
     "seed": (int, 0),
     "data.batch_size": (int, 1),
     "data.val_fraction": (float, 0.0),
+    "data.in_memory_max_rows": (int, 0),
+    "data.shuffle_buffer_rows": (int, 2),
     "data.validation.max_quarantine_share": (float, 0.0),
     "data.validation.max_failures_listed": (int, 0),
     "data.validation.stream_from_mb": (float, 0.0),

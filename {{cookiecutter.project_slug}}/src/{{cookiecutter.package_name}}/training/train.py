@@ -16,7 +16,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -26,7 +25,7 @@ from ..files import write_json, write_summary
 from ..lineage import data_versions, record_lineage
 from .artifact import ScoringModel
 from .build import build_model, check_trainable
-from .datamodule import TransactionsDataModule
+from .datamodule import TabularDataModule, build_datamodule
 from .model import FraudClassifier
 from .run_state import (
     LAST_CHECKPOINT,
@@ -50,7 +49,7 @@ class ResidentData(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule  # type: ignore[attr-defined]
-        if isinstance(datamodule, TransactionsDataModule):
+        if isinstance(datamodule, TabularDataModule):
             datamodule.move_to(pl_module.device, trainer.global_rank, trainer.world_size)
 
 
@@ -91,10 +90,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     validated = Path(cfg.paths.validated)
     if not validated.exists():
         raise TrainingError(f"{validated} not found: run the validate stage first (`dvc repro validate`)")
-    frame = pd.read_parquet(validated)
     try:
-        datamodule = TransactionsDataModule(
-            frame, int(cfg.data.batch_size), float(cfg.data.val_fraction), int(cfg.seed)
+        datamodule = build_datamodule(
+            validated,
+            int(cfg.data.batch_size),
+            float(cfg.data.val_fraction),
+            int(cfg.seed),
+            int(cfg.data.in_memory_max_rows),
+            int(cfg.data.shuffle_buffer_rows),
         )
     except ValueError as error:
         raise TrainingError(str(error)) from error
@@ -105,13 +108,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     identity = run_identity(cfg, validated)
     resume_from = resume_point(checkpoints, resume, identity)
     if not launched_as_rank_zero():
-        return fit(cfg, model, datamodule, frame, None, resume_from)
+        return fit(cfg, model, datamodule, None, resume_from)
     # Everything above only reads; from here on the run writes checkpoints and MLflow records.
     previous = read_run_state(checkpoints) if resume else None
     run_id = start_run(cfg, {"resumed_from": previous["mlflow_run_id"]} if previous else {})
     with closing_run(run_id):
         open_run_directory(checkpoints, resume, {**identity, "mlflow_run_id": run_id, "finished": False})
-        metrics = fit(cfg, model, datamodule, frame, run_id, resume_from)
+        metrics = fit(cfg, model, datamodule, run_id, resume_from)
         write_run_state(checkpoints, {**identity, "mlflow_run_id": run_id, "finished": True})
     return metrics
 
@@ -119,8 +122,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def fit(
     cfg: DictConfig,
     model: FraudClassifier,
-    datamodule: TransactionsDataModule,
-    frame: pd.DataFrame,
+    datamodule: TabularDataModule,
     run_id: str | None,
     resume_from: str | None,
 ) -> dict[str, Any]:
@@ -146,15 +148,14 @@ def fit(
     train_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}
-    return finish(cfg, trainer, checkpoint, datamodule, frame, logger, train_seconds, summary.first_epoch)
+    return finish(cfg, trainer, checkpoint, datamodule, logger, train_seconds, summary.first_epoch)
 
 
 def finish(
     cfg: DictConfig,
     trainer: pl.Trainer,
     checkpoint: ModelCheckpoint,
-    datamodule: TransactionsDataModule,
-    frame: pd.DataFrame,
+    datamodule: TabularDataModule,
     logger: Any,
     train_seconds: float,
     first_epoch: int,
@@ -162,8 +163,7 @@ def finish(
     """The best epoch becomes the artifact; metrics count every epoch, throughput only this process's."""
     best = FraudClassifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
     network = best.network.eval()
-    val_frame_scores = _scores(network, datamodule.val_x.cpu())
-    val_labels = datamodule.val_y.cpu().numpy()
+    val_labels, val_frame_scores = datamodule.validation_scores(network)
     artifact = ScoringModel(
         network=network,
         preprocessor=datamodule.preprocessor,
@@ -178,9 +178,9 @@ def finish(
         # recorded in the MLflow run (found again by the model's md5, see registry.training_run).
         metadata={
             "data": data_versions({"raw": cfg.paths.raw, "validated": cfg.paths.validated}),
-            "train_rows": len(datamodule.train_y),
-            "val_rows": len(datamodule.val_y),
-            "train_fraud_rate": float(datamodule.train_y.mean()),
+            "train_rows": datamodule.train_rows,
+            "val_rows": datamodule.val_rows,
+            "train_fraud_rate": datamodule.train_fraud_rate,
         },
     )
     artifact.save(cfg.paths.model)
@@ -191,7 +191,7 @@ def finish(
         "best_val_pr_auc": float(checkpoint.best_model_score or 0.0),
         "threshold": artifact.threshold,
         "epochs": int(trainer.current_epoch),
-        "train_rows": len(datamodule.train_y),
+        "train_rows": datamodule.train_rows,
     }
     reports = Path(cfg.paths.reports)
     reports.mkdir(parents=True, exist_ok=True)
@@ -199,13 +199,13 @@ def finish(
     headline = ("val_roc_auc", "val_pr_auc", "val_loss", "epochs", "threshold")
     write_summary(Path(cfg.paths.metrics) / "train.json", {key: metrics[key] for key in headline})
     epochs_run = trainer.current_epoch - first_epoch
-    samples_per_second = len(datamodule.train_y) * epochs_run / train_seconds
+    samples_per_second = datamodule.train_rows * epochs_run / train_seconds
     log_training_run(
         logger,
         OmegaConf.to_yaml(cfg),  # text, not cfg: tracking is entered with the config twice, not three times
         artifact,
         Path(cfg.paths.model),
-        frame.head(5),
+        datamodule.example(5),
         {**metrics, "epochs_run": epochs_run, "train_seconds": train_seconds, "samples_per_second": samples_per_second},
     )
     if logger.run_id is not None:
@@ -216,8 +216,3 @@ def finish(
         f"val roc_auc={metrics['val_roc_auc']:.4f} pr_auc={metrics['val_pr_auc']:.4f}; saved {cfg.paths.model}"
     )
     return metrics
-
-
-def _scores(network: torch.nn.Module, features: torch.Tensor) -> np.ndarray:
-    with torch.inference_mode():
-        return torch.sigmoid(network(features).squeeze(-1)).numpy()
