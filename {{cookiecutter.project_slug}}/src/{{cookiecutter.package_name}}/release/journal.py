@@ -18,8 +18,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..errors import PipelineError
-from ..serving.api import MODEL_NAME, SERVICE_NAME
 from ..files import write_atomically
+from ..serving.api import MODEL_NAME, SERVICE_NAME
 from ..training.tracking import resolved_uri, shown_uri
 
 # Git-ignored and beside the deployment's own state: it describes this checkout's stores, not a result.
