@@ -210,9 +210,11 @@ def test_serving_imports_no_training_stack(tmp_path: Path, transactions: pd.Data
 
 STORE_MODEL = (
     "import json, sys; from pathlib import Path\n"
+    "import uuid\n"
     "from {{ cookiecutter.package_name }}.release.package import save_bento_model\n"
+    "from {{ cookiecutter.package_name }}.serving.api import MODEL_NAME\n"
     "example = json.loads(Path(sys.argv[2]).read_text())\n"
-    "print(save_bento_model(Path(sys.argv[1]), example, 'card', {}, {}))\n"
+    "print(save_bento_model(f'{MODEL_NAME}:{uuid.uuid4().hex}', Path(sys.argv[1]), example, 'card', {}, {}))\n"
 )
 
 
