@@ -26,6 +26,7 @@ from conftest import make_workspace, run, workspace_env
 
 from {{ cookiecutter.package_name }}.lineage import file_md5
 from {{ cookiecutter.package_name }}.release.registry import BENTO_TAG, CHALLENGER, PACKAGE_JOURNAL
+from {{ cookiecutter.package_name }}.serving import BENTO_MODEL_LABEL
 from {{ cookiecutter.package_name }}.serving.api import MODEL_NAME
 
 FAST = [sys.executable, "tools/params.py", "debug=fast"]
@@ -235,6 +236,8 @@ def assert_package_finished(workspace: Path, before: set[str]) -> None:
     journals = Counter(labels[PACKAGE_JOURNAL] for labels in store["models"].values())
     assert all(count == 1 and journal in registered.values() for journal, count in journals.items()), journals
     assert store["models"][package["bento_model_tag"]][PACKAGE_JOURNAL] == versions[new][PACKAGE_JOURNAL]
+    # deploy.py status names a slot's model by this label: the bento's registry version does not exist yet.
+    assert store["bentos"][package["bento_tag"]][BENTO_MODEL_LABEL] == package["bento_model_tag"]
     assert not (workspace / "bentos" / ".state" / "package-journal.json").exists(), "a finished run clears its journal"
     assert not package_runs(workspace, "RUNNING"), "no package run is left RUNNING"
     assert "Data and pipelines are up to date" in run(["dvc", "status"], workspace).stdout

@@ -194,10 +194,13 @@ def test_an_unknown_trainer_key_changes_nothing(trained: Path) -> None:
     [
         ("model.hidden_sizes=[-5]", "model.hidden_sizes: a non-empty list of layer widths, each an integer >= 1"),
         ("model.dropout=1.5", "model.dropout: a probability, 0 <= dropout < 1; got 1.5"),
+        # Values only Lightning's Trainer checks: it is built before anything is written, too.
+        ("trainer.precision=bogus", "trainer.precision: Precision 'bogus' is invalid."),
+        ("+trainer.val_check_interval=-0.5", "trainer.val_check_interval: You have passed invalid value -0.5"),
     ],
 )
-def test_a_bad_model_value_fails_before_anything_is_deleted(trained: Path, override: str, message: str) -> None:
-    """The model is built before the run directory is cleared: the last run's checkpoints survive."""
+def test_a_bad_model_or_trainer_value_deletes_nothing(trained: Path, override: str, message: str) -> None:
+    """Model and Trainer are built before the run directory is cleared: the last run's checkpoints survive."""
     checkpoints = trained / "models" / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     kept = {name: f"the last run's {name}\n" for name in ("best.ckpt", "last.ckpt")}

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from ..serving import BENTO_MODEL_LABEL
 from .state import DeployError
 
 SMOKE_FILE = Path("src/smoke_requests.json")
@@ -49,9 +50,9 @@ def bento_info(tag: str) -> BentoInfo:
         ) from None
     labels = dict(bento.info.labels or {})
     models = tuple(str(model.tag) for model in bento.info.models)
-    # A bento is built before its registry version exists (the version records the bento's tag), so
-    # the package stage's bentos name their bento model; a `model_version` label (stand-ins) wins.
-    version = labels.get("model_version") or labels.get("registry_version") or (models[0] if models else None)
+    # The package stage's bentos name their bento model (serving.BENTO_MODEL_LABEL); a `model_version`
+    # label (stand-ins) wins.
+    version = labels.get("model_version") or labels.get(BENTO_MODEL_LABEL) or (models[0] if models else None)
     return BentoInfo(tag=str(bento.tag), path=Path(bento.path), model_version=version, models=models)
 
 

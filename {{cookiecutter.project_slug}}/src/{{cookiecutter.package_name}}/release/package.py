@@ -19,6 +19,7 @@ from ..errors import PipelineError
 from ..evaluation.evaluate import load_golden
 from ..files import write_atomically
 from ..lineage import environment, file_md5, git_commit
+from ..serving import BENTO_MODEL_LABEL
 from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, SERVE_FILE, score_body
 from ..training.artifact import ScoringModel, load_model
 from ..training.tracking import close_stale_runs
@@ -261,7 +262,7 @@ def package(cfg: DictConfig) -> dict[str, Any]:
     (BENTO_DIR / CARD_FILE).write_text(bento_card, encoding="utf-8")
     serve_config = {**OmegaConf.to_container(cfg.serve), "model_tag": model_tag}  # type: ignore[dict-item]
     (BENTO_DIR / SERVE_FILE).write_text(json.dumps(serve_config), encoding="utf-8")
-    bento_tag = str(build_bento(journal.bento_tag, labels).tag)
+    bento_tag = str(build_bento(journal.bento_tag, {**labels, BENTO_MODEL_LABEL: model_tag}).tag)
     version = register_challenger(
         cfg,
         model_path,

@@ -8,6 +8,12 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from logging.handlers import BufferingHandler
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -77,23 +83,66 @@ def check_trainable(cfg: DictConfig) -> None:
     check_accelerator(cfg.trainer)
 
 
-def build_model(model_cfg: DictConfig, in_features: int) -> FraudClassifier:
-    """The model and its optimizer built from config, so bad values fail here, before any side effect.
+def instantiated(node: DictConfig, name: str, **arguments: Any) -> Any:
+    """`instantiate(node, **arguments)`, a refusal turned into one line under the key it names.
 
-    A constructor's ValueError that starts with one of its argument names ("dropout: ...") is
-    shown under that key (model.dropout: ...); any other under the node (model: ...).
+    A constructor's error that names one of the node's keys ("dropout: ...", "`max_epochs` must be ...",
+    "Precision 'x' is invalid") is shown under the key named first (model.dropout: ...); any other under
+    the node (trainer: ...).
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     try:
-        # _convert_="all": plain lists in the hyperparameters, so checkpoints load with weights_only=True.
-        model: FraudClassifier = instantiate(model_cfg, in_features=in_features, _convert_="all")
-        model.configure_optimizers()  # a throwaway optimizer: its values are checked now, not mid-run
+        with held_logs("lightning.pytorch", "lightning.fabric"):  # a refusal: one line, no start-up lines
+            return instantiate(node, **arguments)
     except (InstantiationException, ValueError, TypeError) as error:
-        cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
-        message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-        argument = message.split(":", 1)[0]
-        accepted, _ = _target_parameters(model_cfg, "model")
-        raise TrainingError(f"model.{message}" if argument in accepted else f"model: {message}") from error
+        raise refusal(node, name, error) from error
+
+
+@contextmanager
+def held_logs(*names: str) -> Iterator[None]:
+    """The records of these loggers (and their children) held back, shown once the block succeeds."""
+    loggers = [logging.getLogger(name) for name in names]
+    holders = [BufferingHandler(capacity=10_000) for _ in loggers]
+    saved = [(logger.handlers[:], logger.propagate) for logger in loggers]
+    for logger, holder in zip(loggers, holders, strict=True):
+        logger.handlers, logger.propagate = [holder], False
+    try:
+        yield
+    finally:
+        for logger, (handlers, propagate) in zip(loggers, saved, strict=True):
+            logger.handlers, logger.propagate = handlers, propagate
+    for logger, holder in zip(loggers, holders, strict=True):
+        for record in holder.buffer:
+            logger.handle(record)
+
+
+def refusal(node: DictConfig, name: str, error: Exception) -> TrainingError:
+    """One line naming the key the error is about, with the constructor's own rule."""
+    from hydra.errors import InstantiationException
+
+    cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
+    message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    named = {
+        match.start(): str(key)
+        for key in node
+        if not str(key).startswith("_")
+        and (match := re.search(rf"(?<![A-Za-z0-9_]){re.escape(str(key))}(?![A-Za-z0-9_])", message, re.IGNORECASE))
+    }
+    if not named:
+        return TrainingError(f"{name}: {message}")
+    key = named[min(named)]
+    rule = message.removeprefix(f"{key}:").strip()  # "dropout: a probability ..." reads as model.dropout: ...
+    return TrainingError(f"{name}.{key}: {rule}")
+
+
+def build_model(model_cfg: DictConfig, in_features: int) -> FraudClassifier:
+    """The model and its optimizer built from config, so bad values fail here, before any side effect."""
+    # _convert_="all": plain lists in the hyperparameters, so checkpoints load with weights_only=True.
+    model: FraudClassifier = instantiated(model_cfg, "model", in_features=in_features, _convert_="all")
+    try:
+        model.configure_optimizers()  # a throwaway optimizer: its values are checked now, not mid-run
+    except (ValueError, TypeError) as error:
+        raise refusal(model_cfg, "model", error) from error
     return model

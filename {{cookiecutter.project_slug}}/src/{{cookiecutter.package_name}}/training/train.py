@@ -18,13 +18,14 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import TrainingError
 from ..files import write_json, write_summary
 from ..lineage import data_versions, record_lineage
 from .artifact import ScoringModel
-from .build import build_model, check_trainable
+from .build import build_model, check_trainable, instantiated
 from .datamodule import TabularDataModule, build_datamodule
 from .model import FraudClassifier
 from .run_state import (
@@ -104,63 +105,70 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Seeded before the weights are drawn; built before anything is written, so a bad value deletes nothing.
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = build_model(cfg.model, datamodule.n_features)
+    trainer = build_trainer(cfg)
     checkpoints, resume = Path(cfg.paths.checkpoints), bool(cfg.train.resume)
     identity = run_identity(cfg, validated)
     resume_from = resume_point(checkpoints, resume, identity)
     if not launched_as_rank_zero():
-        return fit(cfg, model, datamodule, None, resume_from)
+        return fit(cfg, trainer, model, datamodule, None, resume_from)
     # Everything above only reads; from here on the run writes checkpoints and MLflow records.
     previous = read_run_state(checkpoints) if resume else None
     run_id = start_run(cfg, {"resumed_from": previous["mlflow_run_id"]} if previous else {})
     with closing_run(run_id):
         open_run_directory(checkpoints, resume, {**identity, "mlflow_run_id": run_id, "finished": False})
-        metrics = fit(cfg, model, datamodule, run_id, resume_from)
+        metrics = fit(cfg, trainer, model, datamodule, run_id, resume_from)
         write_run_state(checkpoints, {**identity, "mlflow_run_id": run_id, "finished": True})
     return metrics
 
 
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    """The Trainer from conf/trainer, built before anything is written (Lightning checks its values here).
+
+    The MLflow logger is attached by fit once the run exists.
+    """
+    checkpoints = Path(cfg.paths.checkpoints)
+    interactive = sys.stderr.isatty() and not os.environ.get("CI")
+    return instantiated(  # type: ignore[no-any-return]
+        cfg.trainer,
+        "trainer",
+        logger=False,
+        callbacks=[
+            ResidentData(),
+            EpochSummary(),
+            ModelCheckpoint(dirpath=checkpoints, filename=BEST_CHECKPOINT, monitor="val/pr_auc", mode="max"),
+            LastCheckpoint(checkpoints / LAST_CHECKPOINT),
+        ],
+        enable_progress_bar=interactive,
+        enable_model_summary=interactive,
+        default_root_dir=str(checkpoints),
+    )
+
+
 def fit(
     cfg: DictConfig,
+    trainer: pl.Trainer,
     model: FraudClassifier,
     datamodule: TabularDataModule,
     run_id: str | None,
     resume_from: str | None,
 ) -> dict[str, Any]:
     """Fit (or continue) the model, then write the artifact, the metrics and the MLflow record."""
-    from hydra.utils import instantiate
-
     torch.set_float32_matmul_precision("high")
-    checkpoints = Path(cfg.paths.checkpoints)
-    checkpoint = ModelCheckpoint(dirpath=checkpoints, filename=BEST_CHECKPOINT, monitor="val/pr_auc", mode="max")
-    summary = EpochSummary()
-    logger = mlflow_logger(cfg, run_id, datamodule.n_features) if run_id is not None else False
-    interactive = sys.stderr.isatty() and not os.environ.get("CI")
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer,
-        logger=logger,
-        callbacks=[ResidentData(), summary, checkpoint, LastCheckpoint(checkpoints / LAST_CHECKPOINT)],
-        enable_progress_bar=interactive,
-        enable_model_summary=interactive,
-        default_root_dir=str(checkpoints),
-    )
+    if run_id is not None:
+        trainer.logger = mlflow_logger(cfg, run_id, datamodule.n_features)
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     train_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}
-    return finish(cfg, trainer, checkpoint, datamodule, logger, train_seconds, summary.first_epoch)
+    return finish(cfg, trainer, datamodule, train_seconds)
 
 
-def finish(
-    cfg: DictConfig,
-    trainer: pl.Trainer,
-    checkpoint: ModelCheckpoint,
-    datamodule: TabularDataModule,
-    logger: Any,
-    train_seconds: float,
-    first_epoch: int,
-) -> dict[str, Any]:
+def finish(cfg: DictConfig, trainer: pl.Trainer, datamodule: TabularDataModule, train_seconds: float) -> dict[str, Any]:
     """The best epoch becomes the artifact; metrics count every epoch, throughput only this process's."""
+    checkpoint, logger = trainer.checkpoint_callback, trainer.logger
+    assert isinstance(checkpoint, ModelCheckpoint) and isinstance(logger, MLFlowLogger)  # build_trainer, fit
+    first_epoch = next(c.first_epoch for c in trainer.callbacks if isinstance(c, EpochSummary))  # type: ignore[attr-defined]
     best = FraudClassifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
     network = best.network.eval()
     val_labels, val_frame_scores = datamodule.validation_scores(network)
