@@ -20,6 +20,7 @@ import pytest
 import torch
 from conftest import make_workspace, run
 from omegaconf import OmegaConf
+from support import config_flow
 
 from {{ cookiecutter.package_name }}.errors import TrainingError
 from {{ cookiecutter.package_name }}.lineage import file_md5
@@ -227,6 +228,16 @@ def test_what_training_cannot_run_is_one_clear_line(trained: Path, overrides: li
     result = run([*TRAIN, *overrides], trained, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_the_config_enters_each_module_at_most_twice(trained: Path, tmp_path: Path) -> None:
+    """Followed from pipelines/train.py, the composed config is handed into each module of the package at
+    most twice: a module reads what it needs and passes values (cfg.model, a path) further down, not cfg."""
+    out = tmp_path / "entries.json"
+    run([sys.executable, str(Path(config_flow.__file__)), "pipelines/train.py", str(out)], trained)
+    entries = json.loads(out.read_text())
+    assert entries.get(f"{config_flow.PACKAGE}.training.train") == 1, entries  # the stage's own call is seen
+    assert max(entries.values()) <= 2, entries
 
 
 def test_optimizer_and_scheduler_are_chosen_in_config(trained: Path) -> None:
