@@ -271,6 +271,38 @@ def test_a_bento_model_save_torn_by_a_kill_does_not_block_the_next_repro(workspa
     assert_package_finished(workspace, before)
 
 
+# The last window: the version is registered, `challenger` not yet moved. A trigger refuses the alias write, so
+# the stage stops exactly there (SQLite cannot pause a writer for a kill to land in that gap).
+HOLD_ALIASES = [
+    f"CREATE TRIGGER hold_alias_{op.lower()} BEFORE {op} ON registered_model_aliases "
+    "BEGIN SELECT RAISE(ABORT, 'held by the test'); END"
+    for op in ("INSERT", "UPDATE")
+]
+
+
+def test_package_stopped_after_registering_keeps_that_version_and_its_bento(workspace: Path) -> None:
+    run([*FAST, "serve.timeout_s=35"], workspace)
+    run(["dvc", "repro", "gate"], workspace, timeout=900)
+    before, challenger = registry(workspace)
+    with closing(sqlite3.connect(workspace / "mlflow.db", isolation_level=None)) as db:
+        for statement in HOLD_ALIASES:
+            db.execute(statement)
+    stopped = run([sys.executable, "pipelines/package.py"], workspace, check=False)
+    with closing(sqlite3.connect(workspace / "mlflow.db", isolation_level=None)) as db:
+        for op in ("insert", "update"):
+            db.execute(f"DROP TRIGGER hold_alias_{op}")
+    assert stopped.returncode != 0 and "held by the test" in stopped.stdout + stopped.stderr, stopped.stderr[-3000:]
+    versions, aliased = registry(workspace)
+    (kept,) = set(versions) - set(before)
+    assert aliased == challenger, "challenger did not move"
+    journal = json.loads((workspace / "bentos" / ".state" / "package-journal.json").read_text())["id"]
+    assert versions[kept][PACKAGE_JOURNAL] == journal
+    result = run(["dvc", "repro", "package"], workspace)
+    assert f"package run {journal} was registered before it stopped" in result.stdout, result.stdout
+    assert versions[kept][BENTO_TAG] in bento_store(workspace)["bentos"], "a registered version's bento stays"
+    assert_package_finished(workspace, set(versions))
+
+
 def test_impossible_threshold_stops_at_gate_and_package_does_not_run(workspace: Path) -> None:
     (workspace / "reports" / "package.json").unlink()
     run([*FAST, "gate.thresholds.roc_auc.min=0.999"], workspace)
