@@ -1,4 +1,5 @@
-"""Writing files so that a reader never sees half of one: the one place stages and tools write from."""
+"""Files written so that a reader never sees half of one (the one place stages and tools write from),
+and documents read with one clear line when they are missing or malformed."""
 
 from __future__ import annotations
 
@@ -43,3 +44,23 @@ def write_summary(path: Path, values: Mapping[str, float | int | bool]) -> None:
     if bad:
         raise TypeError(f"metrics summary {path} holds non-numeric values: {bad}")
     write_json(path, flat)
+
+
+def read_document(path: Path, error: type[Exception], missing: str) -> Any:
+    """The JSON (by its suffix) or YAML file, parsed; missing or malformed, `error` with one line.
+
+    `missing` says what to do when the file is not there (which stage writes it).
+    """
+    if not path.is_file():
+        raise error(f"{path} not found: {missing}")
+    if path.suffix == ".json":
+        parse, malformed, kind = json.loads, (ValueError,), "JSON"  # JSONDecodeError is a ValueError
+    else:
+        import yaml
+
+        parse, malformed, kind = yaml.safe_load, (yaml.YAMLError,), "YAML"
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, *malformed) as problem:
+        reason = " ".join(str(problem).split())
+        raise error(f"{path} is not valid {kind}: {reason}") from None

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import PipelineError
-from ..files import write_atomically
+from ..files import read_document, write_atomically
 
 SlotName = Literal["blue", "green"]
 SLOTS: tuple[SlotName, SlotName] = ("blue", "green")
@@ -176,12 +176,7 @@ def parse_state(raw: Any, source: str = "deployment state") -> DeploymentState:
 
 def load_state(path: Path = DEFAULT_STATE_FILE) -> DeploymentState:
     """Read and validate the state file."""
-    if not path.is_file():
-        raise DeployError(f"{path} not found: the deployment state lives in bentos/deployment.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise DeployError(f"{path} is not valid YAML: {error}") from None
+    raw = read_document(path, DeployError, "the deployment state lives in bentos/deployment.yaml")
     return parse_state(raw, str(path))
 
 

@@ -6,7 +6,6 @@ Fails closed: a missing or malformed input is a failed gate, never a pass.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import PipelineError
+from ..files import read_document
 
 if TYPE_CHECKING:
     from .champion import Champion
@@ -263,12 +263,7 @@ def render_table(checks: list[Check]) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise PipelineError(f"{path} not found: run the evaluate stage first (`dvc repro evaluate`)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise PipelineError(f"{path} is not valid JSON: {error}") from error
+    data = read_document(path, PipelineError, "run the evaluate stage first (`dvc repro evaluate`)")
     if not isinstance(data, dict) or not isinstance(data.get("overall"), dict):
         raise PipelineError(f"{path} has no 'overall' metrics")
     return data

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.schema import LABEL_COLUMN, SLICE_COLUMN
 from ..errors import PipelineError
 from ..evaluation.evaluate import load_golden
-from ..files import write_atomically
+from ..files import read_document, write_atomically
 from ..lineage import environment, file_md5, git_commit
 from ..serving import BENTO_MODEL_LABEL
 from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, SERVE_FILE, score_body
@@ -39,11 +39,10 @@ class PackageError(PipelineError):
 
 def read_gate(path: Path) -> dict[str, Any]:
     """The gate report, refusing anything but a clear pass (the stage may be run on its own)."""
-    if not path.exists():
-        raise PackageError(f"{path} not found: the gate must run (and pass) before packaging")
-    report = json.loads(path.read_text(encoding="utf-8"))
-    if report.get("passed") is not True:
-        failed = [c["name"] for c in report.get("checks", []) if not c.get("passed")]
+    report = read_document(path, PackageError, "the gate must run (and pass) before packaging")
+    if not isinstance(report, dict) or report.get("passed") is not True:
+        checks = report.get("checks", []) if isinstance(report, dict) else []
+        failed = [c["name"] for c in checks if not c.get("passed")]
         raise PackageError(f"the gate did not pass ({', '.join(failed) or 'no checks'}): nothing is packaged")
     return report
 
