@@ -246,6 +246,29 @@ def test_the_monitor_skips_a_torn_line_and_stops_on_a_broken_log(
     assert not report["drift"] and report["features"] == {} and report["score"] is None
 
 
+def test_a_log_file_that_cannot_be_read_is_named_and_stops_the_verdict(
+    monitor_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dangling link or a folder where a log file should be: its share of the log is unknown, so no verdict."""
+    logs = monitor_project / "logs"
+    write_log(logs, 1, log_lines(CONF["min_rows"] + 100, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)))
+    (logs / "predictions" / "data" / "data.2.log").symlink_to("gone.log")
+    code, out, err = monitor(capsys, "--logs", "logs")
+    assert code == 2 and len(err.splitlines()) == 1, out + err
+    gone = Path("logs/predictions/data/data.2.log")
+    assert err == f"ERROR: 1 prediction log file(s) cannot be read: no verdict; the first {gone} " + (
+        "(cannot be read: No such file or directory), all named in reports/drift.json\n"
+    )
+    report = json.loads((monitor_project / "reports" / "drift.json").read_text())
+    assert report["unreadable"]["files"] == 1 and report["unreadable"]["exceeded"] and not report["drift"]
+    assert report["unreadable"]["named"][0] == {
+        "file": str(gone),
+        "line": None,
+        "reason": "cannot be read: No such file or directory",
+    }
+    assert "Skipped 1 unreadable log files" in (monitor_project / "reports" / "drift.html").read_text()
+
+
 def log_traffic(workspace: Path, directory: str, drift: float) -> None:
     """Generated traffic scored by the workspace's model and logged as the service logs it."""
     rows = str(CONF["min_rows"] + 500)

@@ -38,6 +38,7 @@ from {{ cookiecutter.package_name }}.monitoring.drift import (
     drift_report,
     log_files,
     read_traffic,
+    where,
 )
 from {{ cookiecutter.package_name }}.monitoring.predictions import PredictionLog, resolve_log_dir
 from {{ cookiecutter.package_name }}.monitoring.record import PredictionLogSettings
@@ -111,19 +112,15 @@ def unreadable_share_limit(cfg: DictConfig) -> float:
     return float(limit)
 
 
-def where(line: dict[str, Any]) -> str:
-    """An unreadable line as drift.json names it: file:line (reason)."""
-    return f"{line['file']}:{line['line']} ({line['reason']})"
-
-
 def check(cfg: DictConfig, files: list[Path], start: dt.datetime, now: dt.datetime, max_share: float) -> dict[str, Any]:
     settings = cfg.monitor
     limits = Limits(settings.psi_limit, settings.score_psi_limit, settings.bins, settings.min_rows)
     traffic, unreadable = read_traffic(files, start, now)
     print(f"{len(traffic)} logged rows from {start:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC in {len(files)} files")
-    if unreadable.lines:
+    if unreadable.named:
+        whole = f"{unreadable.files} unreadable log files and " if unreadable.files else ""
         print(
-            f"skipped {unreadable.lines} unreadable of {unreadable.read} log lines, the first "
+            f"skipped {whole}{unreadable.lines} unreadable of {unreadable.read} log lines, the first "
             f"{where(unreadable.named[0])}; {len(unreadable.named)} named in {settings.report}"
         )
     reference = pd.read_parquet(cfg.paths.validated)
@@ -185,6 +182,11 @@ def run(args: argparse.Namespace) -> int:
         raise Refused(f"no prediction log under {logs} (is the service logging there?)")
     report = check(cfg, files, start, now, max_share)
     unreadable = report["unreadable"]
+    if unreadable["files"]:  # how much of the log they hold is unknown: no verdict
+        raise Refused(
+            f"{unreadable['files']} prediction log file(s) cannot be read: no verdict; the first "
+            f"{where(unreadable['named'][0])}, all named in {cfg.monitor.report}"
+        )
     if unreadable["exceeded"]:  # the verdict would rest on a log this broken: none is given
         raise Refused(
             f"{unreadable['lines']} of {unreadable['of']} log lines are unreadable ({unreadable['share']:.2%}, more "

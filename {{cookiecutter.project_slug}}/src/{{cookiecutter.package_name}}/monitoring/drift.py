@@ -141,6 +141,7 @@ class Unreadable:
 
     lines: int = 0
     read: int = 0  # every non-empty line of the files read, readable or not
+    files: int = 0  # log files that could not be read at all: their share of the log is unknown
     named: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, path: Path, line: int, reason: str) -> None:
@@ -148,20 +149,34 @@ class Unreadable:
         if len(self.named) < NAMED_UNREADABLE:
             self.named.append({"file": str(path), "line": line, "reason": reason})
 
+    def add_file(self, path: Path, error: OSError) -> None:
+        """A file that cannot be opened or read (a dangling link, a folder, no permission): named first."""
+        self.files += 1
+        self.named.insert(0, {"file": str(path), "line": None, "reason": f"cannot be read: {error.strerror or error}"})
+        del self.named[NAMED_UNREADABLE:]
+
     @property
     def share(self) -> float:
         return self.lines / self.read if self.read else 0.0
 
     def as_dict(self, max_share: float) -> dict[str, Any]:
-        """The record drift.json holds; `exceeded`: more than `max_share` of the lines read are unreadable."""
+        """The record drift.json holds; `exceeded`: more than `max_share` of the lines read are unreadable, or a
+        whole file is (how much of the log it holds is unknown)."""
         return {
             "lines": self.lines,
             "of": self.read,
+            "files": self.files,
             "share": round(self.share, 6),
             "max_share": max_share,
-            "exceeded": self.share > max_share,
+            "exceeded": self.share > max_share or self.files > 0,
             "named": self.named,
         }
+
+
+def where(named: dict[str, Any]) -> str:
+    """An unreadable line (file:line) or file as drift.json names it, with the reason."""
+    place = named["file"] if named["line"] is None else f"{named['file']}:{named['line']}"
+    return f"{place} ({named['reason']})"
 
 
 def _usable(frame: pd.DataFrame) -> pd.Series:
@@ -220,9 +235,13 @@ def read_traffic(files: Iterable[Path], start: dt.datetime, end: dt.datetime) ->
     the lines skipped as unreadable in the files read. Only the window's rows of each file are kept."""
     unreadable, frames = Unreadable(), []
     for path in files:
-        if not path.stat().st_size:
+        try:
+            if not path.stat().st_size:
+                continue
+            frame = read_log(path, unreadable)
+        except OSError as error:
+            unreadable.add_file(path, error)
             continue
-        frame = read_log(path, unreadable)
         logged = pd.to_datetime(frame[LOGGED_AT], utc=True, format="ISO8601")
         frames.append(frame[(logged >= start) & (logged < end)])
     frames = [frame for frame in frames if len(frame)]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .drift import categorical_shares, monitored_features, numeric_bins, numeric_shares
+from .drift import categorical_shares, monitored_features, numeric_bins, numeric_shares, where
 from .record import SCORE_COLUMN
 
 
@@ -78,16 +78,16 @@ def html_report(
         plots.append(("score", _plot("score", "numeric", reference_scores, traffic[SCORE_COLUMN].to_numpy(), bins)))
     figures = "".join(f'<h3>{n}</h3><img alt="{n}" src="data:image/png;base64,{png}">' for n, png in plots)
     window = report["window"] or {}
-    unreadable = report.get("unreadable") or {"lines": 0}
+    unreadable = report.get("unreadable") or {"lines": 0, "named": []}
     verdict = "no drift" if report["enough_rows"] else "too little traffic for a verdict"
     verdict = "too much of the log is unreadable for a verdict" if unreadable.get("exceeded") else verdict
     verdict = "drift" if report["drift"] else verdict
     skipped = (
-        f"<p>Skipped {unreadable['lines']} unreadable of {unreadable['of']} log lines "
-        f"(a share of at most {unreadable['max_share']} allowed): "
-        + ", ".join(html.escape(f"{line['file']}:{line['line']} ({line['reason']})") for line in unreadable["named"])
+        f"<p>Skipped {unreadable.get('files', 0)} unreadable log files and {unreadable['lines']} unreadable of "
+        f"{unreadable['of']} log lines (a share of at most {unreadable['max_share']} allowed): "
+        + ", ".join(html.escape(where(named)) for named in unreadable["named"])
         + "</p>"
-        if unreadable["lines"]
+        if unreadable["named"]
         else ""
     )
     return (
