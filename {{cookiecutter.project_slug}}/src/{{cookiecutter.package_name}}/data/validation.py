@@ -625,9 +625,7 @@ def _plan(source: pl.LazyFrame, spec: SchemaSpec, is_text: bool, engine: Engine)
     flagged = (
         source.with_row_index(ROW)
         .with_columns(rule.fails.alias(f"__fails{i}") for i, rule in enumerate(rules))
-        .with_columns(
-            (pl.any_horizontal(_flag(i) for i in range(len(rules))) if rules else pl.lit(False)).alias(BAD)
-        )
+        .with_columns((pl.any_horizontal(_flag(i) for i in range(len(rules))) if rules else pl.lit(False)).alias(BAD))
     )
     unique = [name for name in usable if (column := spec.column(name)) is not None and column.unique]
     return _Plan(typed, flagged, rules, names, frame_level, errors, unique, parsers)
@@ -790,7 +788,13 @@ def schema_failures(frame: pl.DataFrame, schema: pa.DataFrameSchema) -> tuple[pl
     spec = schema_spec(schema)
     plan = _plan(frame.lazy(), spec, is_text=False, engine="in-memory")
     result = _verdict(
-        plan, plan.split_lazily()[1], frame.height, spec, max_quarantine_share=1.0, max_failures_listed=2**32 - 1, engine="in-memory"
+        plan,
+        plan.split_lazily()[1],
+        frame.height,
+        spec,
+        max_quarantine_share=1.0,
+        max_failures_listed=2**32 - 1,
+        engine="in-memory",
     )  # list every failure
     listed = pl.DataFrame(result.failures, schema=FAILURE_COLUMNS)
     frame_level = pl.col("row").is_null() | (pl.col("check") == "field_uniqueness")
