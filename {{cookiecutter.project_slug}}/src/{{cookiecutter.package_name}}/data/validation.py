@@ -589,12 +589,13 @@ class _Plan:
             self.flagged.filter(pl.col(BAD)).select(self.bad_columns()),
         )
 
-    def split_in_memory(self, source: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, bool]]:
+    def split_in_memory(self, source: pl.DataFrame) -> tuple[pl.LazyFrame, pl.DataFrame, dict[str, bool]]:
         """(valid rows, bad rows, whether each unique key strictly increases) of a table in memory.
 
         Every rule is evaluated once, over the whole table, in one parallel select (and the key
-        order beside it); the valid rows are the source filtered by the flags (the table itself when
-        nothing failed) and reasons are built for the few bad rows alone.
+        order beside it). The valid rows stay a selection of the source by the flags (the table
+        itself when nothing failed): copying them out is left to whoever needs them as a table.
+        Reasons are built for the few bad rows alone.
         """
         flags, *orders = pl.collect_all(
             [
@@ -604,14 +605,13 @@ class _Plan:
         )
         increasing = {name: bool(order.item()) for name, order in zip(self.unique, orders, strict=True)}
         is_bad = flags[BAD]
-        valid_source = source.filter(~is_bad) if is_bad.any() else source
+        valid_source = source.with_columns(is_bad).lazy().filter(~pl.col(BAD)) if is_bad.any() else source.lazy()
         bad_source = pl.concat(
             [source.filter(is_bad), pl.arg_where(is_bad, eager=True).alias(ROW).to_frame(), flags.filter(is_bad)],
             how="horizontal",
         )
-        valid = valid_source.lazy().select(self.valid_columns()) if self.parsers else valid_source
-        valid, bad = pl.collect_all([valid.lazy(), bad_source.lazy().select(self.bad_columns())])
-        return valid, bad, increasing
+        valid = valid_source.select(self.valid_columns())
+        return valid, bad_source.lazy().select(self.bad_columns()).collect(), increasing
 
 
 def _plan(source: pl.LazyFrame, spec: SchemaSpec, is_text: bool, engine: Engine) -> _Plan:
@@ -637,6 +637,8 @@ class ValidationResult:
     """The verdict on one file: counts, every failure counted and listed up to a limit, the split rows.
 
     `valid` and `quarantined` are the rows in memory, or None where they were streamed to files.
+    The valid rows are kept as a selection of the table (`valid_rows`) and copied out only when
+    `valid` is first read: the stage writes them straight from the table, never holding them twice.
     """
 
     passed: bool
@@ -649,8 +651,16 @@ class ValidationResult:
     quarantine_share: float
     max_quarantine_share: float
     as_of: str
-    valid: pl.DataFrame | None = dataclasses.field(repr=False)
     quarantined: pl.DataFrame | None = dataclasses.field(repr=False)
+    valid_rows: pl.LazyFrame | None = dataclasses.field(default=None, repr=False)
+    _valid: pl.DataFrame | None = dataclasses.field(default=None, repr=False, init=False)
+
+    @property
+    def valid(self) -> pl.DataFrame | None:
+        """The valid rows as a table of their own (copied out of the source once, on first use)."""
+        if self._valid is None and self.valid_rows is not None:
+            self._valid = self.valid_rows.collect()
+        return self._valid
 
     def report(self) -> dict[str, Any]:
         """The JSON contract of reports/validation.json (the stage adds the written file's md5)."""
@@ -742,7 +752,6 @@ def _verdict(
         quarantine_share=share,
         max_quarantine_share=max_quarantine_share,
         as_of=spec.as_of or "",
-        valid=None,
         quarantined=None,
     )
 
@@ -767,14 +776,14 @@ def validate_frame(
     result = _verdict(
         plan,
         bad.lazy(),
-        valid.height + bad.height,
+        source.height,
         spec,
         max_quarantine_share=max_quarantine_share,
         max_failures_listed=max_failures_listed,
         engine="in-memory",
         increasing=increasing,
     )
-    result.valid = valid
+    result.valid_rows = valid
     result.quarantined = bad.select(*plan.columns, REASONS_COLUMN)
     return result
 
@@ -924,12 +933,15 @@ def write_outputs(
     with ExitStack() as stack:
         data: list[tuple[Path, Path]] = []
         if result.passed:
-            if result.valid is None or result.quarantined is None:
+            if result.valid_rows is None or result.quarantined is None:
                 raise ValueError("the rows of this result were streamed to files: validate_file wrote them")
             valid_tmp = stack.enter_context(_staged(valid_path))
             quarantine_tmp = stack.enter_context(_staged(quarantine_path))
             # snappy: pandas' default, quicker than zstd
-            result.valid.write_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size)
+            if result._valid is not None:  # already copied out: write that table
+                result._valid.write_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size)
+            else:  # filtered on the way to the file, no second copy of the table in memory
+                result.valid_rows.sink_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size)
             # Quarantine is for people: every value as the text it arrived as, next to the reasons.
             result.quarantined.write_parquet(quarantine_tmp, compression="snappy")
             data = [(valid_tmp, valid_path), (quarantine_tmp, quarantine_path)]
