@@ -43,6 +43,17 @@ def test_bench_validate_lists_every_failure(baked: Path, tmp_path: Path) -> None
     assert figures["peak_rss_mib"] > 0 and figures["details"]["per_column_s"]
 
 
+def test_bench_validate_checks_streamed_where_the_file_is_not_read_whole(baked: Path, tmp_path: Path) -> None:
+    figures_file = tmp_path / "validate.json"
+    run_benchmark("bench_validate.py", "--project", str(baked), "--rows", "5000", "--repeats", "1", "--skip-process",
+                  "--in-memory-up-to-mb", "0", "--workdir", str(tmp_path / "work"), "--json", str(figures_file),
+                  cwd=tmp_path)
+    figures = json.loads(figures_file.read_text())["5000"]
+    assert figures["checks"] == "streamed"
+    assert figures["counts"]["rows_quarantined"] == 10
+    assert figures["counts"]["failures_listed"] == figures["counts"]["failures_total"] == 10
+
+
 def test_bench_train_runs_every_path_on_cpu(baked: Path, tmp_path: Path) -> None:
     figures_file = tmp_path / "train.json"
     output = run_benchmark("bench_train.py", "--project", str(baked), "--device", "cpu", "--rows", "4000",

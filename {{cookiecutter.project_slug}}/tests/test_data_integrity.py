@@ -154,16 +154,21 @@ def test_a_failed_write_leaves_no_file_behind(
         path.write_bytes(b"previous version")
     result = validate_frame(transactions, as_of=AS_OF, max_quarantine_share=0.05)
 
-    write_parquet, calls = pl.DataFrame.write_parquet, []
+    # The valid rows are written from the table (a sink), the quarantine as a frame: both writers fail alike.
+    writers, calls = {"write_parquet": pl.DataFrame.write_parquet, "sink_parquet": pl.LazyFrame.sink_parquet}, []
 
-    def disk_full(self: pl.DataFrame, path: Path, **options: Any) -> None:
-        calls.append(path)
-        if len(calls) == 1:  # the valid rows are written whole, then the disk fills up
-            return write_parquet(self, path, **options)
-        Path(path).write_bytes(b"half a file")
-        raise OSError("No space left on device")
+    def disk_full(writer: str) -> Any:
+        def write(self: pl.DataFrame | pl.LazyFrame, path: Path, **options: Any) -> Any:
+            calls.append(path)
+            if len(calls) == 1:  # the valid rows are written whole, then the disk fills up
+                return writers[writer](self, path, **options)  # type: ignore[operator]
+            Path(path).write_bytes(b"half a file")
+            raise OSError("No space left on device")
 
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", disk_full)
+        return write
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", disk_full("write_parquet"))
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", disk_full("sink_parquet"))
     with pytest.raises(OSError, match="No space left"):
         write_outputs(result, *paths)
     assert len(calls) == 2

@@ -477,15 +477,18 @@ def _frame_failures(
     return parts, errors, usable
 
 
-def _duplicates(source: pl.LazyFrame, name: str, limit: int, engine: Engine) -> tuple[int, pl.DataFrame]:
+def _duplicates(
+    source: pl.LazyFrame, name: str, limit: int, engine: Engine, increasing: bool | None = None
+) -> tuple[int, pl.DataFrame]:
     """How many rows share a key value with another row, and the first `limit` of them (row, value).
 
-    Keys often arrive sorted, and then neighbours tell in one pass that holds nothing. Otherwise
+    Keys often arrive sorted, and then neighbours tell in one pass that holds nothing (`increasing`:
+    that pass already made, in memory beside the rules, see `_strictly_increasing_expr`). Otherwise
     the keys' 64-bit hashes are sorted `KEY_HASHES_PER_PASS` at a time (a slice of the hash range
     per pass), and only rows whose hash repeats are compared by value.
     """
     key = pl.col(name)
-    if _strictly_increasing(source.select(key)):
+    if increasing if increasing is not None else _strictly_increasing(source.select(key)):
         return 0, pl.DataFrame(schema={"row": pl.UInt32(), "value": pl.String()})
     rows = source.select(pl.len()).collect(engine=engine).item()
     passes = max(1, -(-rows // KEY_HASHES_PER_PASS))
@@ -522,6 +525,12 @@ def _strictly_increasing(keys: pl.LazyFrame) -> bool:
     return True
 
 
+def _strictly_increasing_expr(name: str) -> pl.Expr:
+    """`_strictly_increasing` as one expression over a table in memory (a whole-column shift is fine there)."""
+    key = pl.col(name)
+    return ((key > key.shift(1)).all() & (key.null_count() == 0)).alias(name)
+
+
 def _frame_failure(column: str, check: str, value: str) -> pl.DataFrame:
     return pl.DataFrame([{"column": column, "check": check, "row": None, "value": value}], schema=FAILURE_COLUMNS)
 
@@ -531,18 +540,78 @@ def _concat(parts: list[pl.DataFrame]) -> pl.DataFrame:
 
 
 # ---------------------------------------------------------------- the plan: one pass, valid and bad rows apart
+BAD = "__bad"  # whether any rule fails on the row: evaluated once, read by both splits
+
+
 @dataclasses.dataclass
 class _Plan:
-    """The checks laid over a source: the valid rows as the schema types them, and the bad rows for people."""
+    """The checks laid over a source: every rule's flag per row, and how valid and bad rows are shown."""
 
     typed: pl.LazyFrame  # every row, the columns as the schema types them
-    valid: pl.LazyFrame
-    bad: pl.LazyFrame  # ROW, one flag per rule, each rule's value, the cells as they arrived, the reasons
+    flagged: pl.LazyFrame  # the source's columns, ROW, one flag per rule, BAD
     rules: list[_Rule]
     columns: list[str]
     frame_level: list[pl.DataFrame]
     frame_errors: list[str]
     unique: list[str]
+    parsers: dict[str, Callable[[pl.Expr], pl.Expr]]
+
+    @property
+    def flag_names(self) -> list[str]:
+        return [f"__fails{i}" for i in range(len(self.rules))]
+
+    def valid_columns(self) -> list[pl.Expr]:
+        """A valid row as the schema types it (CSV: parsed from its text)."""
+        return [_typed(name, self.parsers).alias(name) for name in self.columns]
+
+    def bad_columns(self) -> list[pl.Expr]:
+        """A bad row for people: the cells as they arrived, the reasons, ROW, each rule's flag and value."""
+        reason = [
+            pl.when(_flag(i)).then(
+                pl.concat_str(pl.lit(f"{rule.column}: {rule.check} (got "), rule.value.fill_null("null"), pl.lit(")"))
+            )
+            for i, rule in enumerate(self.rules)
+        ]
+        return [
+            *(pl.col(name).cast(pl.String) for name in self.columns),  # the cells as they arrived (CSV: the text)
+            (pl.concat_str(reason, separator="; ", ignore_nulls=True) if reason else pl.lit(None, pl.String)).alias(
+                REASONS_COLUMN
+            ),
+            pl.col(ROW),
+            *(_flag(i) for i in range(len(self.rules))),
+            *(rule.value.alias(f"__value{i}") for i, rule in enumerate(self.rules)),
+        ]
+
+    def split_lazily(self) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+        """(valid rows, bad rows) as one plan over the source: what the streaming engine runs in one pass."""
+        return (
+            self.flagged.filter(~pl.col(BAD)).select(self.valid_columns()),
+            self.flagged.filter(pl.col(BAD)).select(self.bad_columns()),
+        )
+
+    def split_in_memory(self, source: pl.DataFrame) -> tuple[pl.LazyFrame, pl.DataFrame, dict[str, bool]]:
+        """(valid rows, bad rows, whether each unique key strictly increases) of a table in memory.
+
+        Every rule is evaluated once, over the whole table, in one parallel select (and the key
+        order beside it). The valid rows stay a selection of the source by the flags (the table
+        itself when nothing failed): copying them out is left to whoever needs them as a table.
+        Reasons are built for the few bad rows alone.
+        """
+        flags, *orders = pl.collect_all(
+            [
+                self.flagged.select(*self.flag_names, BAD),
+                *(self.typed.select(_strictly_increasing_expr(name)) for name in self.unique),
+            ]
+        )
+        increasing = {name: bool(order.item()) for name, order in zip(self.unique, orders, strict=True)}
+        is_bad = flags[BAD]
+        valid_source = source.with_columns(is_bad).lazy().filter(~pl.col(BAD)) if is_bad.any() else source.lazy()
+        bad_source = pl.concat(
+            [source.filter(is_bad), pl.arg_where(is_bad, eager=True).alias(ROW).to_frame(), flags.filter(is_bad)],
+            how="horizontal",
+        )
+        valid = valid_source.select(self.valid_columns())
+        return valid, bad_source.lazy().select(self.bad_columns()).collect(), increasing
 
 
 def _plan(source: pl.LazyFrame, spec: SchemaSpec, is_text: bool, engine: Engine) -> _Plan:
@@ -552,26 +621,14 @@ def _plan(source: pl.LazyFrame, spec: SchemaSpec, is_text: bool, engine: Engine)
     rows = source.select(pl.len()).collect(engine=engine).item()  # parquet: from the metadata
     frame_level, errors, usable = _frame_failures(dict(typed.collect_schema()), spec, rows)
     rules = _rules(spec, usable, parsers)
-    flagged = source.with_row_index(ROW).with_columns(rule.fails.alias(f"__fails{i}") for i, rule in enumerate(rules))
-    any_bad = pl.any_horizontal(_flag(i) for i in range(len(rules))) if rules else pl.lit(False)
-    valid = flagged.filter(~any_bad).select(_typed(name, parsers).alias(name) for name in names)
-    reason = [
-        pl.when(_flag(i)).then(
-            pl.concat_str(pl.lit(f"{rule.column}: {rule.check} (got "), rule.value.fill_null("null"), pl.lit(")"))
-        )
-        for i, rule in enumerate(rules)
-    ]
-    bad = flagged.filter(any_bad).select(
-        *(pl.col(name).cast(pl.String) for name in names),  # the cells as they arrived (CSV: the text)
-        (pl.concat_str(reason, separator="; ", ignore_nulls=True) if reason else pl.lit(None, pl.String)).alias(
-            REASONS_COLUMN
-        ),
-        ROW,
-        *(_flag(i) for i in range(len(rules))),
-        *(rule.value.alias(f"__value{i}") for i, rule in enumerate(rules)),
+    # BAD reads the flag columns, so no rule is evaluated twice.
+    flagged = (
+        source.with_row_index(ROW)
+        .with_columns(rule.fails.alias(f"__fails{i}") for i, rule in enumerate(rules))
+        .with_columns((pl.any_horizontal(_flag(i) for i in range(len(rules))) if rules else pl.lit(False)).alias(BAD))
     )
     unique = [name for name in usable if (column := spec.column(name)) is not None and column.unique]
-    return _Plan(typed, valid, bad, rules, names, frame_level, errors, unique)
+    return _Plan(typed, flagged, rules, names, frame_level, errors, unique, parsers)
 
 
 # ---------------------------------------------------------------- the verdict
@@ -580,6 +637,8 @@ class ValidationResult:
     """The verdict on one file: counts, every failure counted and listed up to a limit, the split rows.
 
     `valid` and `quarantined` are the rows in memory, or None where they were streamed to files.
+    The valid rows are kept as a selection of the table (`valid_rows`) and copied out only when
+    `valid` is first read: the stage writes them straight from the table, never holding them twice.
     """
 
     passed: bool
@@ -592,8 +651,16 @@ class ValidationResult:
     quarantine_share: float
     max_quarantine_share: float
     as_of: str
-    valid: pl.DataFrame | None = dataclasses.field(repr=False)
     quarantined: pl.DataFrame | None = dataclasses.field(repr=False)
+    valid_rows: pl.LazyFrame | None = dataclasses.field(default=None, repr=False)
+    _valid: pl.DataFrame | None = dataclasses.field(default=None, repr=False, init=False)
+
+    @property
+    def valid(self) -> pl.DataFrame | None:
+        """The valid rows as a table of their own (copied out of the source once, on first use)."""
+        if self._valid is None and self.valid_rows is not None:
+            self._valid = self.valid_rows.collect()
+        return self._valid
 
     def report(self) -> dict[str, Any]:
         """The JSON contract of reports/validation.json (the stage adds the written file's md5)."""
@@ -637,13 +704,14 @@ def _verdict(
     max_quarantine_share: float,
     max_failures_listed: int,
     engine: Engine,
+    increasing: dict[str, bool] | None = None,
 ) -> ValidationResult:
     """Counts and the bounded listing, from the bad rows only (and the key column for duplicates)."""
     errors = list(plan.frame_errors)
     frame_level = list(plan.frame_level)
     frame_total = len(frame_level)
     for name in plan.unique:
-        count, rows = _duplicates(plan.typed, name, max_failures_listed, engine)
+        count, rows = _duplicates(plan.typed, name, max_failures_listed, engine, (increasing or {}).get(name))
         if count:
             frame_level.append(
                 rows.select(pl.lit(name).alias("column"), pl.lit("field_uniqueness").alias("check"), "row", "value")
@@ -684,7 +752,6 @@ def _verdict(
         quarantine_share=share,
         max_quarantine_share=max_quarantine_share,
         as_of=spec.as_of or "",
-        valid=None,
         quarantined=None,
     )
 
@@ -703,19 +770,20 @@ def validate_frame(
     """
     raw = _as_raw_table(table)
     spec = transaction_checks(as_of)
-    source = (raw.text if raw.text is not None else raw.frame).lazy()
-    plan = _plan(source, spec, is_text=raw.text is not None, engine="in-memory")
-    valid, bad = pl.collect_all([plan.valid, plan.bad])
+    source = raw.text if raw.text is not None else raw.frame
+    plan = _plan(source.lazy(), spec, is_text=raw.text is not None, engine="in-memory")
+    valid, bad, increasing = plan.split_in_memory(source)
     result = _verdict(
         plan,
         bad.lazy(),
-        valid.height + bad.height,
+        source.height,
         spec,
         max_quarantine_share=max_quarantine_share,
         max_failures_listed=max_failures_listed,
         engine="in-memory",
+        increasing=increasing,
     )
-    result.valid = valid
+    result.valid_rows = valid
     result.quarantined = bad.select(*plan.columns, REASONS_COLUMN)
     return result
 
@@ -729,7 +797,13 @@ def schema_failures(frame: pl.DataFrame, schema: pa.DataFrameSchema) -> tuple[pl
     spec = schema_spec(schema)
     plan = _plan(frame.lazy(), spec, is_text=False, engine="in-memory")
     result = _verdict(
-        plan, plan.bad, frame.height, spec, max_quarantine_share=1.0, max_failures_listed=2**32 - 1, engine="in-memory"
+        plan,
+        plan.split_lazily()[1],
+        frame.height,
+        spec,
+        max_quarantine_share=1.0,
+        max_failures_listed=2**32 - 1,
+        engine="in-memory",
     )  # list every failure
     listed = pl.DataFrame(result.failures, schema=FAILURE_COLUMNS)
     frame_level = pl.col("row").is_null() | (pl.col("check") == "field_uniqueness")
@@ -810,6 +884,7 @@ def _validate_streamed(
             source = pl.scan_csv(raw_path, infer_schema=False, encoding="utf8")
         source.collect_schema()
         plan = _plan(source, spec, is_text=suffix == ".csv", engine="streaming")
+        valid_rows, bad_rows = plan.split_lazily()
     with ExitStack() as stack:
         valid_tmp = stack.enter_context(_staged(valid_path))
         quarantine_tmp = stack.enter_context(_staged(quarantine_path))
@@ -817,8 +892,8 @@ def _validate_streamed(
         with _reading(raw_path):
             pl.collect_all(
                 [
-                    plan.valid.sink_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size, lazy=True),
-                    plan.bad.sink_parquet(bad_tmp, compression="snappy", lazy=True),
+                    valid_rows.sink_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size, lazy=True),
+                    bad_rows.sink_parquet(bad_tmp, compression="snappy", lazy=True),
                 ],
                 engine="streaming",
             )
@@ -858,12 +933,15 @@ def write_outputs(
     with ExitStack() as stack:
         data: list[tuple[Path, Path]] = []
         if result.passed:
-            if result.valid is None or result.quarantined is None:
+            if result.valid_rows is None or result.quarantined is None:
                 raise ValueError("the rows of this result were streamed to files: validate_file wrote them")
             valid_tmp = stack.enter_context(_staged(valid_path))
             quarantine_tmp = stack.enter_context(_staged(quarantine_path))
             # snappy: pandas' default, quicker than zstd
-            result.valid.write_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size)
+            if result._valid is not None:  # already copied out: write that table
+                result._valid.write_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size)
+            else:  # filtered on the way to the file, no second copy of the table in memory
+                result.valid_rows.sink_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size)
             # Quarantine is for people: every value as the text it arrived as, next to the reasons.
             result.quarantined.write_parquet(quarantine_tmp, compression="snappy")
             data = [(valid_tmp, valid_path), (quarantine_tmp, quarantine_path)]
