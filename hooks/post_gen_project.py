@@ -20,7 +20,7 @@ PROJECT = Path.cwd()
 def drop_notebooks() -> None:
     for path in PROJECT.glob("notebooks/*.ipynb"):
         path.unlink()
-    (PROJECT / "tests" / "test_notebooks.py").unlink(missing_ok=True)
+    (PROJECT / "tests" / "project" / "test_notebooks.py").unlink(missing_ok=True)
     (PROJECT / "notebooks" / "README.md").write_text(
         "# Notebooks\n\nThis project was generated without the exploration notebook. Put notebooks here;\n"
         "pre-commit strips their outputs.\n",

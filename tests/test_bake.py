@@ -114,7 +114,7 @@ def test_bake_matrix_renders_every_option(tmp_path: Path, answers: dict[str, str
     assert f"requires-python = \">={answers['python_version']}\"" in (project / "pyproject.toml").read_text()
     notebooks = list((project / "notebooks").glob("*.ipynb"))
     assert bool(notebooks) == (answers["include_notebooks"] == "yes")
-    assert (project / "tests" / "test_notebooks.py").exists() == (answers["include_notebooks"] == "yes")
+    assert (project / "tests" / "project" / "test_notebooks.py").exists() == (answers["include_notebooks"] == "yes")
     retrain = (project / ".github" / "workflows" / "retrain.yml").read_text()
     if answers["ci_gpu_runner_label"]:
         assert f"runs-on: [self-hosted, {answers['ci_gpu_runner_label']}]" in retrain

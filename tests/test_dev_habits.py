@@ -222,8 +222,9 @@ def test_make_params_recomposes_without_drift(copy: Path, env: dict[str, str]) -
 
 
 def test_make_test_runs_the_notebook(project: Path, env: dict[str, str]) -> None:
-    assert (project / "tests" / "test_notebooks.py").exists(), "the default bake holds the notebook test"
-    result = make("test", project, env, "PYTEST_ARGS=-q -p no:cacheprovider tests/test_notebooks.py", timeout=600)
+    assert (project / "tests" / "project" / "test_notebooks.py").exists(), "the default bake holds the notebook test"
+    result = make("test", project, env, "PYTEST_ARGS=-q -p no:cacheprovider tests/project/test_notebooks.py",
+                  timeout=600)
     assert re.search(r"\d+ passed", result.stdout) and "skipped" not in result.stdout
 
 
@@ -304,7 +305,7 @@ def test_make_repro_serve_rollout(copy: Path, env: dict[str, str]) -> None:
         server.wait(timeout=60)
     # The request left the prediction log in the project; the project's own checks still pass there.
     assert list((copy / "logs").rglob("data.*.log")), "the served request was not logged under logs/"
-    make("test", copy, env, "PYTEST_ARGS=-q -p no:cacheprovider tests/test_layout.py", timeout=600)
+    make("test", copy, env, "PYTEST_ARGS=-q -p no:cacheprovider tests/project/test_layout.py", timeout=600)
 
     # Loopback ports of our own, so a rollout here never meets another one on this machine.
     state = copy / "bentos" / "deployment.yaml"

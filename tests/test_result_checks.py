@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import assert_tests_passed
 
-GPU_SKIP = "SKIPPED [1] tests/test_training.py:267: needs a CUDA GPU\n"
+GPU_SKIP = "SKIPPED [1] tests/training/test_training.py:267: needs a CUDA GPU\n"
 
 
 def test_passed_runs_and_gpu_skips_are_accepted() -> None:
@@ -18,7 +18,8 @@ def test_passed_runs_and_gpu_skips_are_accepted() -> None:
     [
         "...F\n3 passed, 1 failed in 1.00s\n",
         "...E\n3 passed, 1 error in 1.00s\n",
-        "...s\nSKIPPED [1] tests/test_notebooks.py:37: data missing: run `dvc pull`\n3 passed, 1 skipped in 1s\n",
+        "...s\nSKIPPED [1] tests/project/test_notebooks.py:37: data missing: run `dvc pull`\n"
+        "3 passed, 1 skipped in 1s\n",
         "...s\n3 passed, 1 skipped in 1.00s\n",  # a skip whose reason was not listed
         "no tests ran in 0.01s\n",
         "2 passed, 1 xfailed in 1.00s\n",

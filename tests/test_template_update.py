@@ -21,8 +21,8 @@ from cookiecutter.main import cookiecutter
 
 SLUG = "{{cookiecutter.project_slug}}"
 # A fast subset of the generated project's own tests: config, dataset and validation code, no training.
-FAST_PROJECT_TESTS = ["tests/test_config.py", "tests/test_dataset.py", "tests/test_validation.py",
-                      "tests/test_notebooks.py::test_notebook_has_no_outputs"]
+FAST_PROJECT_TESTS = ["tests/test_config.py", "tests/data/test_dataset.py", "tests/data/test_validation.py",
+                      "tests/project/test_notebooks.py::test_notebook_has_no_outputs"]
 # The tools of this interpreter's environment (cruft, ruff, dvc, pre-commit) even when it is not activated.
 TOOLS_ENV = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 # The last template commit before src/<package>/ was split into subpackages: projects baked from it

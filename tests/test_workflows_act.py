@@ -101,8 +101,8 @@ def test_baked_workflows_match_the_schema_and_act_lists_every_job(tmp_path: Path
     # The project's own workflow tests: trigger filters (a *.dvc pointer or dvc.lock change retrains, a
     # README change does not), least privilege, act stand-ins, GPU/CPU trainer choice, the PR report,
     # the release's deploy target read from this bake's bentos/deployment.yaml.
-    run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_workflows.py",
-         "tests/test_pr_report.py"], cwd=project)
+    run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/project/test_workflows.py",
+         "tests/project/test_pr_report.py"], cwd=project)
 
 
 # -- real runs -------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Probes into a serving worker, for tests: `install(FraudDetector)` in a bento's entry (PROBED_ENTRY).
 
-tests/test_serving.py serves PROBED_ENTRY from a bento folder: the real service (bentos/service.py), and
+tests/serving/test_serving.py serves PROBED_ENTRY from a bento folder: the real service (bentos/service.py), and
 around it, in the worker process:
 - a model that stalls: a row whose transaction_id is STALL_ID makes scoring sleep STALL_S seconds;
 - the batches the batched endpoint scored: the row count of each `score_rows` call it makes;

@@ -2,7 +2,7 @@
 
 Its answers depend on `scale` (so two builds are two distinguishable "models"), and `mode` makes it fail
 the way real releases do: `crash` (dies on start), `never_ready` (/readyz never 200), `wrong` (answers
-differ from its own smoke file). Used by tests/test_deploy_live.py and benchmarks/bench_rollout.py.
+differ from its own smoke file). Used by tests/deploy/test_deploy_live.py and benchmarks/bench_rollout.py.
 """
 
 from __future__ import annotations

@@ -57,13 +57,81 @@ def test_the_layout_check_holds_before_and_after_a_server_logged_and_catches_a_s
     assert "scratch" in layout_mismatch(tmp_path)
 
 
+def layout_part(folder: str, block: str | None = None) -> str:
+    """The README layout's lines for one top-level folder: its own line and the indented ones under it."""
+    block = layout_block() if block is None else block
+    start = block.index(f"\n{folder}")
+    end = re.compile(r"^\S", flags=re.MULTILINE).search(block, start + 1 + len(folder))
+    return block[start : end.start() if end else len(block)]
+
+
 def test_readme_names_every_library_subpackage() -> None:
-    named = set(re.findall(r"^  ([a-z_]+)/\s", layout_block(), flags=re.MULTILINE))
+    named = set(re.findall(r"^  ([a-z_]+)/\s", layout_part("src/"), flags=re.MULTILINE))
     subpackages = {p.name for p in PACKAGE_DIR.iterdir() if (p / "__init__.py").is_file()}
     assert named == subpackages
     top_modules = {p.name for p in PACKAGE_DIR.glob("*.py") if p.name != "__init__.py"}
     listed = set(re.findall(r"[a-z_]+\.py", layout_block().split(f"src/{PACKAGE_DIR.name}/")[1].split("\n")[1]))
     assert listed == top_modules, "the README's line of top-level modules is out of date"
+
+
+# The one tests folder that mirrors no subpackage: the tests of the project as a whole.
+WHOLE_PROJECT_TESTS = "project"
+
+
+def mirror_mismatch(tests_dir: Path, package_dir: Path = PACKAGE_DIR) -> str:
+    """How `tests_dir` fails to mirror the package ('' when it does).
+
+    Each subpackage's tests sit in the tests folder of its name, so a new subpackage cannot go untested
+    unnoticed; a test file beside conftest.py is named for a top-level module; the only other folder of
+    tests is project/.
+    """
+    subpackages = {p.name for p in package_dir.iterdir() if (p / "__init__.py").is_file()}
+    modules = {p.stem for p in package_dir.glob("*.py")} - {"__init__"}
+    folders = {p.parent.name for p in tests_dir.glob("*/test_*.py")}
+    top_level = {p.stem.removeprefix("test_") for p in tests_dir.glob("test_*.py")}
+    problems = {
+        "subpackages without tests": subpackages - folders,
+        "test folders for no subpackage": folders - subpackages - {WHOLE_PROJECT_TESTS},
+        "tests beside conftest.py for no top-level module": top_level - modules,
+    }
+    return "; ".join(f"{what}: {sorted(names)}" for what, names in problems.items() if names)
+
+
+def test_tests_mirror_the_library() -> None:
+    assert mirror_mismatch(PROJECT / "tests") == ""
+
+
+def test_the_mirror_check_catches_a_missing_folder_a_stray_one_and_a_misplaced_test(tmp_path: Path) -> None:
+    tests = tmp_path / "tests"
+    shutil.copytree(PROJECT / "tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
+    assert mirror_mismatch(tests) == ""
+    (tests / "evaluation").rename(tests / "evaluations")
+    assert mirror_mismatch(tests) == (
+        "subpackages without tests: ['evaluation']; test folders for no subpackage: ['evaluations']"
+    )
+    (tests / "evaluations").rename(tests / "evaluation")
+    (tests / "test_gate.py").write_text("", encoding="utf-8")  # gate.py is release/'s: tests/release/
+    assert mirror_mismatch(tests) == "tests beside conftest.py for no top-level module: ['gate']"
+
+
+def readme_tests_mismatch(block: str, tests_dir: Path) -> str:
+    """How the README layout's tests/ lines differ from the folders and files in `tests_dir` ('' if not)."""
+    text = layout_part("tests/", block).split("\n", 2)[2]  # the lines under tests/, not its own
+    named = set(re.findall(r"\b([a-z_]+)/", text)) | set(re.findall(r"\b[a-z_]+\.py\b", text))
+    on_disk = {p.name for p in tests_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    on_disk |= {p.name for p in tests_dir.glob("*.py")}
+    unnamed, missing = on_disk - named, named - on_disk
+    return f"not in the README: {sorted(unnamed)}; named but missing: {sorted(missing)}" if unnamed | missing else ""
+
+
+def test_readme_names_every_tests_folder_and_top_level_file() -> None:
+    assert readme_tests_mismatch(layout_block(), PROJECT / "tests") == ""
+
+
+def test_the_readme_tests_check_catches_a_folder_it_does_not_name() -> None:
+    without = layout_block().replace(" monitoring/\n", "\n", 1)  # the tests/ lines' last folder
+    expected = "not in the README: ['monitoring']; named but missing: []"
+    assert readme_tests_mismatch(without, PROJECT / "tests") == expected
 
 
 def test_pipelines_holds_exactly_the_dvc_stages_and_tools_are_listed() -> None:

@@ -21,7 +21,7 @@ import yaml
 
 from {{ cookiecutter.package_name }}.deploy.state import load_state
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONS = ROOT / ".github" / "actions"
 WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml"))
@@ -129,7 +129,7 @@ NO_RETRAIN = [
     ["README.md"],
     ["docs/guide.md", "README.md"],
     ["notebooks/explore.ipynb"],
-    ["tests/test_model.py"],
+    ["tests/training/test_model.py"],
     ["bentos/deployment.yaml"],  # a release commits this; it must not retrain
     [".github/workflows/ci.yml"],
 ]

@@ -25,7 +25,7 @@ from {{ cookiecutter.package_name }}.deploy.state import (
 )
 from tools.loadgen import LoadRun, Sample, percentile, require_loopback, summarize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / "bentos" / "deployment.yaml"
 DEPLOY = ROOT / "tools" / "deploy.py"
 TAG_A, TAG_B = "fraud_svc:aaa111", "fraud_svc:bbb222"

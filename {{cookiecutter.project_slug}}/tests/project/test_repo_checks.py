@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "repo_checks.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "repo_checks.py"
 
 
 def check(name: str, *files: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:

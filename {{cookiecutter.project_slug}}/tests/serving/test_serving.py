@@ -293,7 +293,7 @@ def served(
 def probed(
     tmp_path_factory: pytest.TempPathFactory, transactions: pd.DataFrame, golden: pd.DataFrame
 ) -> Iterator[dict[str, Any]]:
-    """The same service with probes into its worker (tests/support/probe_service.py) and a 1 s request timeout."""
+    """The same service with probes into its worker (tests/support/probes.py) and a 1 s request timeout."""
     model = tiny_model(transactions)
     yield from serve_bento(tmp_path_factory.mktemp("probed"), model, golden, "probe_service:FraudDetector", timeout_s=1)
 

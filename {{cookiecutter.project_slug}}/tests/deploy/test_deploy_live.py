@@ -27,7 +27,7 @@ from {{ cookiecutter.package_name }}.deploy.runtime import free_ports, port_hold
 from {{ cookiecutter.package_name }}.deploy.state import DeployError
 from tools.loadgen import LoadRun, summarize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "tools" / "deploy.py"
 
 

@@ -19,7 +19,7 @@ import yaml
 from {{ cookiecutter.package_name }}.deploy import k8s
 from {{ cookiecutter.package_name }}.deploy.state import DeployError, DeploymentState, load_state, parse_state
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / "bentos" / "deployment.yaml"
 DEPLOY = ROOT / "tools" / "deploy.py"
 BLUE, GREEN = "{{ cookiecutter.package_name }}_service:aaa111", "{{ cookiecutter.package_name }}_service:bbb222"

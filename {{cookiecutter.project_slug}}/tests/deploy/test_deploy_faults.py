@@ -22,7 +22,7 @@ from {{ cookiecutter.package_name }}.deploy.engine import LocalEngine, state_dir
 from {{ cookiecutter.package_name }}.deploy.runtime import Runtime, free_ports, port_holder
 from tools.deploy import main as deploy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TAG = "fraud_svc:aaa111"
 STANDIN_SLOT = textwrap.dedent(
     """
