@@ -55,10 +55,12 @@ def layered_env(project: Path) -> Path:
     venv = project.parent / f"{project.name}-venv"
     if not (venv / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-        purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+        purelib = subprocess.run([str(venv / "bin" / "python"), "-c", where],
                                  capture_output=True, text=True, check=True).stdout.strip()
-        (Path(purelib) / "zz_template_env.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n",
-                                                         encoding="utf-8")
+        ours = sysconfig.get_paths()["purelib"]
+        pth = Path(purelib) / "zz_template_env.pth"
+        pth.write_text(f"import site; site.addsitedir({ours!r})\n", encoding="utf-8")
     python = venv / "bin" / "python"
     run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", "."], cwd=project)
     return python

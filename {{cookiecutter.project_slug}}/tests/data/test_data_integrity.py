@@ -40,6 +40,7 @@ def _paths(tmp_path: Path, raw: Path) -> list[str]:
         f"paths.validated={tmp_path / 'validated' / 'train.parquet'}",
         f"paths.quarantine={tmp_path / 'validated' / 'quarantine.parquet'}",
         f"paths.reports={tmp_path / 'reports'}",
+        f"paths.metrics={tmp_path / 'reports' / 'metrics'}",  # not the project's own reports/metrics
     ]
 
 
