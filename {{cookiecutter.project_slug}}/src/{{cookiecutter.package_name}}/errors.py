@@ -7,3 +7,7 @@ class PipelineError(Exception):
 
 class TrainingError(PipelineError):
     """The train stage cannot run what was asked (config, data, hardware, resume)."""
+
+
+class TrackingError(PipelineError):
+    """The MLflow store holds another project's entries under this project's names."""

@@ -27,6 +27,17 @@ def git_commit(root: Path = Path(".")) -> str:
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def project_first_commit(root: Path = Path(".")) -> str | None:
+    """The project's first commit: the same in every clone and copy of it, another for every bake. None outside git."""
+    try:
+        roots = subprocess.run(
+            ["git", "rev-list", "--max-parents=0", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return min(roots) if roots else None  # histories merged from several roots: the same pick in every clone
+
+
 def file_md5(path: str | Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as handle:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT, make_workspace, run, workspace_env
+from omegaconf import DictConfig, OmegaConf
 
+from {{ cookiecutter.package_name }}.errors import TrackingError
 from {{ cookiecutter.package_name }}.release.journal import (
     Journal,
     JournalError,
@@ -23,6 +25,7 @@ from {{ cookiecutter.package_name }}.release.journal import (
     write_journal,
 )
 from {{ cookiecutter.package_name }}.serving.api import MODEL_NAME
+from {{ cookiecutter.package_name }}.training.tracking import PROJECT_TAG, configure
 
 FAST = [sys.executable, "tools/params.py", "debug=fast"]
 JOURNAL = Path("bentos/.state/package-journal.json")
@@ -99,6 +102,50 @@ def test_recovery_removes_what_its_journal_names_and_nothing_another_project_lef
     assert not outcome["journal"], "recovery clears the journal it acted on"
 
 
+def git_project(folder: Path, first_message: str) -> Path:
+    """A folder with a git history of its own: what tells one project from another."""
+    folder.mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=folder, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", first_message], cwd=folder, check=True)
+    return folder
+
+
+def names(uri: str, experiment: str = "fraud", model: str = "fraud") -> DictConfig:
+    return OmegaConf.create(
+        {"logger": {"tracking_uri": uri, "experiment_name": experiment, "registered_model_name": model}}
+    )
+
+
+def test_one_tracking_store_keeps_two_bakes_apart_and_clones_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two bakes share their default names: on one tracking store the second is refused them, with one line."""
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = git_project(tmp_path / "first", "the first bake")
+    second = git_project(tmp_path / "second", "the second bake")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(first), str(clone)], check=True)
+
+    monkeypatch.chdir(first)
+    configure(names(uri))
+    MlflowClient(uri).create_registered_model("fraud")
+    configure(names(uri))  # marks the registered model too
+    monkeypatch.chdir(clone)
+    configure(names(uri))  # a clone is the same project
+    monkeypatch.chdir(second)
+    with pytest.raises(TrackingError, match=r"the experiment 'fraud' at sqlite:///.* belongs to another project"):
+        configure(names(uri))
+    with pytest.raises(TrackingError, match=r"registered model 'fraud' .* logger.registered_model_name=<name>"):
+        configure(names(uri, experiment="fraud-2"))
+    configure(names(uri, experiment="fraud-2", model="fraud-2"))  # names of its own: accepted
+    marks = {e.name: e.tags.get(PROJECT_TAG) for e in MlflowClient(uri).search_experiments()}
+    assert marks["fraud"] != marks["fraud-2"] and None not in (marks["fraud"], marks["fraud-2"])
+
+
 def read_id(journal_file: Path) -> str:
     return str(json.loads(journal_file.read_text())["id"])
 
@@ -110,10 +157,9 @@ def store_env(store: Path) -> dict[str, str]:
 LOADS = """
 import json, sys, bentoml
 from pathlib import Path
-for tag in sys.argv[1:]:
-    bento = bentoml.bentos.get(tag)
-    for model in bento.info.models:
-        assert Path(bentoml.models.get(model.tag).path_of("model.pt")).is_file(), model.tag
+for tag in sys.argv[1:]:  # each bento, and the model it serves (the package stage labels it), whole
+    model = bentoml.bentos.get(tag).info.labels["bento_model"]
+    assert Path(bentoml.models.get(model).path_of("model.pt")).is_file(), model
 print(json.dumps({str(b.tag): b.info.labels for b in bentoml.bentos.list()}))
 """
 

@@ -6,6 +6,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -13,7 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ..lineage import environment, git_commit
+from ..errors import TrackingError
+from ..lineage import environment, git_commit, project_first_commit
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
     from .artifact import ScoringModel
 
+PROJECT_TAG = "project_first_commit"  # on experiments and registered models: the project they belong to
 MODEL_ARTIFACT_NAME = "model"
 # Pinned explicitly: letting MLflow infer requirements costs ~10 s a call and drops the torch build label.
 PIP_REQUIREMENT_PACKAGES = ("torch", "pandas", "numpy", "pandera", "pyarrow", "mlflow")
@@ -97,8 +100,13 @@ def relocate_artifacts(database: Path, experiment_id: str, location: str) -> Non
 
 
 def configure(cfg: DictConfig) -> str:
-    """Point MLflow at the configured store and make sure the experiment exists, logging inside the project."""
+    """Point MLflow at the configured store and make sure the experiment exists, logging inside the project.
+
+    The experiment and the registered model are claimed for this project (`claim`) before anything is read or
+    written there.
+    """
     import mlflow
+    from mlflow import MlflowClient
 
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
@@ -107,10 +115,45 @@ def configure(cfg: DictConfig) -> str:
     location = artifact_location(cfg) if database is not None else None
     experiment = mlflow.get_experiment_by_name(cfg.logger.experiment_name)
     if experiment is None:
-        mlflow.create_experiment(cfg.logger.experiment_name, artifact_location=location)
+        created = mlflow.create_experiment(cfg.logger.experiment_name, artifact_location=location)
+        experiment = mlflow.get_experiment(created)
     elif database is not None and location is not None:
         relocate_artifacts(database, experiment.experiment_id, location)
+    client, name = MlflowClient(), str(cfg.logger.registered_model_name)
+    claim(
+        f"experiment {experiment.name!r}",
+        experiment.tags,
+        lambda key, value: client.set_experiment_tag(experiment.experiment_id, key, value),
+        uri,
+    )
+    for registered in client.search_registered_models(filter_string=f"name = '{name}'"):  # none before the first
+        claim(
+            f"registered model {name!r}",
+            registered.tags,
+            lambda key, value: client.set_registered_model_tag(name, key, value),
+            uri,
+        )
     return uri
+
+
+def claim(what: str, tags: Mapping[str, str], set_tag: Callable[[str, str], None], uri: str) -> None:
+    """Mark `what` as this project's, or refuse it when another project's mark is on it.
+
+    Two bakes of the template share their names (experiment, registered model): on one tracking server
+    they would read and move each other's runs and aliases. A project is known by its first commit, so
+    every clone and copy of it shares its entries and another bake does not. Outside git nothing is marked.
+    """
+    ours, theirs = project_first_commit(), tags.get(PROJECT_TAG)
+    if ours is None or theirs == ours:
+        return
+    if theirs is None:  # new, or made before projects were marked: this project's from now on
+        set_tag(PROJECT_TAG, ours)
+        return
+    raise TrackingError(
+        f"the {what} at {shown_uri(uri)} belongs to another project (first commit {theirs[:12]}, this one "
+        f"{ours[:12]}): give this project names of its own, `python tools/params.py "
+        "logger.experiment_name=<name> logger.registered_model_name=<name>`"
+    )
 
 
 def experiment_id(cfg: DictConfig) -> str:
