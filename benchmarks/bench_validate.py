@@ -200,7 +200,7 @@ def checks_streamed(validation: Any, raw: Path, reference: str) -> Any:
     spec = validation.transaction_checks(reference)
     source = pl.scan_parquet(raw)
     plan = validation._plan(source, spec, is_text=False, engine="streaming")
-    failing = plan.flagged.filter(pl.col(validation.BAD)).select(
+    failing = plan.flagged.filter(plan.any_bad()).select(
         validation.ROW, *plan.flag_names, *(rule.value.alias(f"__value{i}") for i, rule in enumerate(plan.rules)))
     bad = failing.collect(engine="streaming")
     rows_total = source.select(pl.len()).collect().item()
