@@ -85,7 +85,10 @@ def import_package(project: Path) -> ModuleType:
 def child_env(project: Path) -> dict[str, str]:
     """Environment for a child process that imports the project's package from src/."""
     path = os.pathsep.join(p for p in (str(project / "src"), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, **QUIET_ENV, "PYTHONPATH": path}
+    # Bytecode cached as in a user's shell: a shell that forbids it would charge every run of a stage
+    # with compiling the project's modules again (a cost the floor, importing only polars, never pays).
+    inherited = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    return {**inherited, **QUIET_ENV, "PYTHONPATH": path}
 
 
 @dataclass

@@ -38,6 +38,7 @@ from {{ cookiecutter.package_name }}.monitoring.drift import (
     drift_report,
     log_files,
     read_traffic,
+    skipped,
     where,
 )
 from {{ cookiecutter.package_name }}.monitoring.predictions import PredictionLog, resolve_log_dir
@@ -117,12 +118,10 @@ def check(cfg: DictConfig, files: list[Path], start: dt.datetime, now: dt.dateti
     limits = Limits(settings.psi_limit, settings.score_psi_limit, settings.bins, settings.min_rows)
     traffic, unreadable = read_traffic(files, start, now)
     print(f"{len(traffic)} logged rows from {start:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC in {len(files)} files")
+    record = unreadable.as_dict(max_share)
     if unreadable.named:
-        whole = f"{unreadable.files} unreadable log files and " if unreadable.files else ""
-        print(
-            f"skipped {whole}{unreadable.lines} unreadable of {unreadable.read} log lines, the first "
-            f"{where(unreadable.named[0])}; {len(unreadable.named)} named in {settings.report}"
-        )
+        first, named = where(unreadable.named[0]), len(unreadable.named)
+        print(f"{skipped(record)}, the first {first}; {named} named in {settings.report}")
     reference = pd.read_parquet(cfg.paths.validated)
     if len(reference) > settings.reference_rows:
         reference = reference.sample(settings.reference_rows, random_state=cfg.seed)
@@ -133,7 +132,7 @@ def check(cfg: DictConfig, files: list[Path], start: dt.datetime, now: dt.dateti
         reference_scores = load_model(cfg.paths.model).predict_proba(reference)
     else:
         print(f"no model at {cfg.paths.model}: the score's drift is not judged (`dvc pull` it)")
-    report = drift_report(reference, traffic, limits, reference_scores, (start, now), unreadable.as_dict(max_share))
+    report = drift_report(reference, traffic, limits, reference_scores, (start, now), record)
     write_json(Path(settings.report), report)
     write_atomically(Path(settings.html), html_report(report, reference, traffic, limits.bins, reference_scores))
     return report

@@ -288,6 +288,27 @@ def test_streamed_duplicate_keys_fail_the_file(tmp_path: Path, transactions: pd.
     assert any("duplicate key values" in error for error in stream["frame_errors"])
 
 
+@pytest.mark.parametrize(
+    ("keys", "increasing"),
+    [
+        (["a", "b", "c", "d"], True),
+        (["a", "b", "b", "c"], False),  # equal neighbours: a duplicate
+        (["a", "c", "b", "d"], False),  # a step down
+        (["a", None, "b"], False),  # a missing key
+        (["a"], True),
+    ],
+)
+def test_strict_increase_is_one_rule_in_memory_and_across_stream_batches(
+    tmp_path: Path, keys: list[str | None], increasing: bool
+) -> None:
+    # One row per row group: every neighbour pair straddles a batch boundary of the stream.
+    path = tmp_path / "keys.parquet"
+    pl.DataFrame({"k": keys}, schema={"k": pl.String}).write_parquet(path, row_group_size=1)
+    in_memory = pl.read_parquet(path).select(validation._strictly_increasing_expr("k")).item()
+    streamed = validation._strictly_increasing(pl.scan_parquet(path))
+    assert in_memory == streamed == increasing
+
+
 def test_cached_checks_are_the_schema_translated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fresh = schema_spec(transaction_schema(AS_OF), as_of="")
     cache = tmp_path / "schema-checks.json"

@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -512,23 +513,26 @@ def _duplicates(
     )
 
 
-def _strictly_increasing(keys: pl.LazyFrame) -> bool:
-    """Whether every value is greater than the one before, batch by batch (a whole-column shift is not streamed)."""
-    last = None
-    for batch in keys.collect_batches():
-        column = batch.to_series()
-        if column.null_count() or (last is not None and len(column) and not column[0] > last):
-            return False
-        if len(column) > 1 and not (column.slice(1) > column.slice(0, len(column) - 1)).all():
-            return False
-        last = column[-1] if len(column) else last
-    return True
-
-
 def _strictly_increasing_expr(name: str) -> pl.Expr:
-    """`_strictly_increasing` as one expression over a table in memory (a whole-column shift is fine there)."""
+    """Whether every value of the column is greater than the one before (and none is null), as one expression:
+    over a table in memory it runs beside the rules; `_strictly_increasing` runs it batch by batch."""
     key = pl.col(name)
     return ((key > key.shift(1)).all() & (key.null_count() == 0)).alias(name)
+
+
+def _strictly_increasing(keys: pl.LazyFrame) -> bool:
+    """`_strictly_increasing_expr` over a stream: within each batch, and across each batch's first value."""
+    last = None
+    for batch in keys.collect_batches():
+        if batch.height == 0:
+            continue
+        column = batch.to_series()
+        if not batch.select(_strictly_increasing_expr(column.name)).item():
+            return False
+        if last is not None and not column[0] > last:
+            return False
+        last = column[-1]
+    return True
 
 
 def _frame_failure(column: str, check: str, value: str) -> pl.DataFrame:
@@ -898,6 +902,7 @@ def _validate_streamed(
                 ],
                 engine="streaming",
             )
+        valid_md5 = stack.enter_context(_hashing(valid_tmp))
         bad = pl.scan_parquet(bad_tmp)
         rows_valid = pl.scan_parquet(valid_tmp).select(pl.len()).collect().item()
         rows_bad = bad.select(pl.len()).collect().item()
@@ -914,7 +919,7 @@ def _validate_streamed(
         if result.passed:
             bad.select(*plan.columns, REASONS_COLUMN).sink_parquet(quarantine_tmp, compression="snappy")
             data = [(valid_tmp, valid_path), (quarantine_tmp, quarantine_path)]
-        return result, _publish(result, data, report_path)
+        return result, _publish(result, data, report_path, valid_md5)
 
 
 # ---------------------------------------------------------------- outputs, and the check that uses them
@@ -933,6 +938,7 @@ def write_outputs(
     """
     with ExitStack() as stack:
         data: list[tuple[Path, Path]] = []
+        valid_md5 = None
         if result.passed:
             if result.valid_rows is None or result.quarantined is None:
                 raise ValueError("the rows of this result were streamed to files: validate_file wrote them")
@@ -943,15 +949,29 @@ def write_outputs(
                 result._valid.write_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size)
             else:  # filtered on the way to the file, no second copy of the table in memory
                 result.valid_rows.sink_parquet(valid_tmp, compression="snappy", row_group_size=row_group_size)
+            valid_md5 = stack.enter_context(_hashing(valid_tmp))
             # Quarantine is for people: every value as the text it arrived as, next to the reasons.
             result.quarantined.write_parquet(quarantine_tmp, compression="snappy")
             data = [(valid_tmp, valid_path), (quarantine_tmp, quarantine_path)]
-        return _publish(result, data, report_path)
+        return _publish(result, data, report_path, valid_md5)
 
 
-def _publish(result: ValidationResult, data: list[tuple[Path, Path]], report_path: Path) -> dict[str, Any]:
-    """Write the report beside the staged data files, then move them all into place."""
-    report = {**result.report(), "valid_md5": file_md5(data[0][0]) if data else None}
+@contextmanager
+def _hashing(path: Path) -> Iterator[Future[str]]:
+    """The md5 of a file just written, computed on another thread while the caller goes on writing.
+
+    Hashing is one core's work and the writes after it are mostly the other's: on two cores the
+    hash of the valid file costs nothing the stage waits for.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool.submit(file_md5, path)
+
+
+def _publish(
+    result: ValidationResult, data: list[tuple[Path, Path]], report_path: Path, valid_md5: Future[str] | None
+) -> dict[str, Any]:
+    """Write the report (with the valid file's md5) beside the staged data files, then move them all into place."""
+    report = {**result.report(), "valid_md5": valid_md5.result() if data and valid_md5 is not None else None}
     with _staged(report_path) as report_tmp:
         report_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         for temp, path in [*data, (report_tmp, report_path)]:

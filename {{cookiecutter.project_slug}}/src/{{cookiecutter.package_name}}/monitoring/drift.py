@@ -173,6 +173,12 @@ class Unreadable:
         }
 
 
+def skipped(record: dict[str, Any]) -> str:
+    """What the reading skipped, from the drift.json record: one wording for the console and the HTML report."""
+    whole = f"{record['files']} unreadable log files and " if record.get("files") else ""
+    return f"skipped {whole}{record['lines']} unreadable of {record['of']} log lines"
+
+
 def where(named: dict[str, Any]) -> str:
     """An unreadable line (file:line) or file as drift.json names it, with the reason."""
     place = named["file"] if named["line"] is None else f"{named['file']}:{named['line']}"

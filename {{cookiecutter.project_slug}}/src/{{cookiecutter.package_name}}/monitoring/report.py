@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .drift import categorical_shares, monitored_features, numeric_bins, numeric_shares, where
+from .drift import categorical_shares, monitored_features, numeric_bins, numeric_shares, skipped, where
 from .record import SCORE_COLUMN
 
 
@@ -82,9 +82,8 @@ def html_report(
     verdict = "no drift" if report["enough_rows"] else "too little traffic for a verdict"
     verdict = "too much of the log is unreadable for a verdict" if unreadable.get("exceeded") else verdict
     verdict = "drift" if report["drift"] else verdict
-    skipped = (
-        f"<p>Skipped {unreadable.get('files', 0)} unreadable log files and {unreadable['lines']} unreadable of "
-        f"{unreadable['of']} log lines (a share of at most {unreadable['max_share']} allowed): "
+    skipped_lines = (
+        f"<p>{html.escape(skipped(unreadable).capitalize())} (a share of at most {unreadable['max_share']} allowed): "
         + ", ".join(html.escape(where(named)) for named in unreadable["named"])
         + "</p>"
         if unreadable["named"]
@@ -94,7 +93,7 @@ def html_report(
         "<!doctype html><html><head><meta charset='utf-8'><title>Drift report</title></head><body>"
         f"<h1>Drift report: {verdict}</h1>"
         f"<p>{report['rows']} logged rows from {window.get('start', '?')} to {window.get('end', '?')}, "
-        f"against {report['reference_rows']} training rows. Statistic: population stability index.</p>{skipped}"
+        f"against {report['reference_rows']} training rows. Statistic: population stability index.</p>{skipped_lines}"
         "<table border='1' cellpadding='4'><tr><th>feature</th><th>kind</th><th>PSI</th><th>limit</th><th></th></tr>"
         f"{rows}</table>{figures}</body></html>\n"
     )
