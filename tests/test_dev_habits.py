@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import bake, layered_env, run
+from conftest import assert_tests_passed, bake, layered_env, run
 
 PROJECT_PYTHON: dict[Path, Path] = {}
-TARGETS = ("setup", "test", "lint", "params", "repro", "data", "serve", "rollout", "rollback", "deploy-status",
-           "ci-local", "monitor")
+TARGETS = ("setup", "test", "test-spark", "lint", "params", "repro", "data", "serve", "rollout", "rollback",
+           "deploy-status", "ci-local", "monitor")
 
 
 # mypy's cache of the third-party packages (torch, lightning, ...) outlives one bake: a cold run costs a
@@ -226,6 +226,18 @@ def test_make_test_runs_the_notebook(project: Path, env: dict[str, str]) -> None
     result = make("test", project, env, "PYTEST_ARGS=-q -p no:cacheprovider tests/project/test_notebooks.py",
                   timeout=600)
     assert re.search(r"\d+ passed", result.stdout) and "skipped" not in result.stdout
+
+
+@pytest.mark.proof
+def test_make_test_spark_holds_spark_to_the_validate_stage(copy: Path, env: dict[str, str]) -> None:
+    """The README's Spark path: `make test-spark` installs the spark extra (pyspark 4) where pyspark is missing,
+    then runs the project's spark tests on a local session (Java from .ci/run), none skipped."""
+    # `make test` (any selection that does not name spark) leaves them out; pytest's "nothing ran" fails make.
+    default = make("test", copy, env, "PYTEST_ARGS=-q -p no:cacheprovider tests/data/test_spark.py", check=False)
+    assert default.returncode != 0 and re.search(r"^\d+ deselected in", default.stdout, re.MULTILINE), default.stdout
+    result = make("test-spark", copy, env, timeout=1800)
+    assert_tests_passed(result.stdout, allowed_skips=())
+    assert re.search(r"\d+ passed, \d+ deselected", result.stdout), result.stdout[-2000:]  # the spark tests only
 
 
 def test_make_repro_runs_a_stage(copy: Path, env: dict[str, str]) -> None:

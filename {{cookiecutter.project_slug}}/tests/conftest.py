@@ -31,6 +31,19 @@ def _copy_ignore(directory: str, names: list[str]) -> set[str]:
     return skipped | (set(names) & SKIP_AT_ROOT if Path(directory) == PROJECT else set())
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Spark tests run only where -m names them (`-m spark`): they need pyspark and Java, which `.[dev]` leaves out.
+
+    This one place keeps them out of every other selection (`-m "not slow"`, CI's tiers, a bare `pytest`).
+    """
+    if "spark" in (config.getoption("markexpr") or ""):
+        return
+    spark = [item for item in items if item.get_closest_marker("spark")]
+    if spark:
+        config.hook.pytest_deselected(items=spark)
+        items[:] = [item for item in items if not item.get_closest_marker("spark")]
+
+
 @pytest.fixture(scope="session")
 def transactions() -> pd.DataFrame:
     return generate_transactions(4000, seed=3)

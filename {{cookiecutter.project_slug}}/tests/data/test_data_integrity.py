@@ -231,7 +231,7 @@ def test_validate_stage_imports_no_training_or_serving_stack() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_validate_stage_checks_without_pandas_or_pandera_once_translated() -> None:
+def test_validate_stage_checks_without_pandas_pandera_or_pyspark_once_translated() -> None:
     code = (
         "import importlib.util, sys\n"
         "from omegaconf import OmegaConf\n"
@@ -239,7 +239,7 @@ def test_validate_stage_checks_without_pandas_or_pandera_once_translated() -> No
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
         "from {{ cookiecutter.package_name }}.data.validation import transaction_checks\n"
         "transaction_checks(OmegaConf.load('params.yaml').data.validation.as_of)\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'pandera'}))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'pandera', 'pyspark'}))\n"
     )
     run([sys.executable, "-c", code], PROJECT)  # the first run may translate the schema (and cache it)
     result = run([sys.executable, "-c", code], PROJECT)
