@@ -583,19 +583,20 @@ def stage_runs(args: argparse.Namespace, scratch: Path) -> int:
                 raise SystemExit(f"dvc repro train failed on {rows:,} rows:\n{done.stderr[-3000:]}")
             digests.append(hashlib.md5((workspace / "models" / "model.pt").read_bytes()).hexdigest())
             train_rows = json.loads((workspace / "reports" / "train_metrics.json").read_text())["train_rows"]
-            print(f"  {rows:,} rows ({path}), run {attempt + 1}: {done.wall_s:.1f}s, peak RSS "
-                  f"{done.peak_rss_mib:,.0f} MiB, model.pt {digests[-1]}", flush=True)
+            print(f"  {rows:,} rows ({path}), run {attempt + 1}: {done.wall_s:.1f}s ({done.cpu_s:.1f} CPU-s), "
+                  f"peak RSS {done.peak_rss_mib:,.0f} MiB, model.pt {digests[-1]}", flush=True)
             results.append({"rows": rows, "path": path, "epochs": epochs, "train_rows": train_rows,
-                            "wall_s": done.wall_s, "peak_rss_mib": done.peak_rss_mib, "model_md5": digests[-1]})
+                            "wall_s": done.wall_s, "cpu_s": done.cpu_s, "peak_rss_mib": done.peak_rss_mib,
+                            "model_md5": digests[-1]})
         identical = identical and len(set(digests)) == 1
         shutil.rmtree(workspace.parent)  # gigabytes at 10M rows: one size on disk at a time
     print(f"\ntrain stage (`dvc repro --force --single-item train`), {args.stage_runs} runs per size, "
           f"overrides {args.set or 'none'}; rows/s = file rows x epochs / stage wall time (start-up, the "
           f"fitting pass, validation and MLflow logging included)")
-    print(table(["rows", "path", "epochs", "run", "stage s", "rows/s", "peak RSS MiB", "model.pt md5"],
+    print(table(["rows", "path", "epochs", "run", "stage s", "CPU s", "rows/s", "peak RSS MiB", "model.pt md5"],
                 [[f"{r['rows']:,}", r["path"], r["epochs"], i % args.stage_runs + 1, f"{r['wall_s']:.1f}",
-                  f"{r['rows'] * r['epochs'] / r['wall_s'] / 1e6:.3f} M", f"{r['peak_rss_mib']:,.0f}",
-                  r["model_md5"][:12]] for i, r in enumerate(results)]))
+                  f"{r['cpu_s']:.1f}", f"{r['rows'] * r['epochs'] / r['wall_s'] / 1e6:.3f} M",
+                  f"{r['peak_rss_mib']:,.0f}", r["model_md5"][:12]] for i, r in enumerate(results)]))
     print(f"model.pt identical on every forced rerun: {'yes' if identical else 'NO'}; "
           f"load average {os.getloadavg()[0]:.1f} at the end")
     if args.json:

@@ -98,6 +98,7 @@ class ChildResult:
     stderr: str
     wall_s: float
     peak_rss_mib: float
+    cpu_s: float  # user + system, the child's and those of its children it waited for
 
 
 def run_child(command: Sequence[str], cwd: Path, env: dict[str, str], log_dir: Path) -> ChildResult:
@@ -112,7 +113,7 @@ def run_child(command: Sequence[str], cwd: Path, env: dict[str, str], log_dir: P
         process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     return ChildResult(process.returncode, out_path.read_text(), err_path.read_text(), wall,
-                       maxrss_mib(usage.ru_maxrss))
+                       maxrss_mib(usage.ru_maxrss), usage.ru_utime + usage.ru_stime)
 
 
 def maxrss_mib(ru_maxrss: int) -> float:

@@ -111,5 +111,6 @@ def test_bench_train_stage_mode_streams_and_repeats_the_model(tmp_path: Path) ->
     assert "model.pt identical on every forced rerun: yes" in output
     runs = json.loads(figures_file.read_text())["stage"]
     assert [run["path"] for run in runs] == ["streamed", "streamed"]
-    assert all(run["peak_rss_mib"] > 0 and run["wall_s"] > 0 and run["train_rows"] > 20_000 for run in runs)
+    assert all(run["peak_rss_mib"] > 0 and run["cpu_s"] > 0 and run["wall_s"] > 0 and run["train_rows"] > 20_000
+               for run in runs)
     assert runs[0]["model_md5"] == runs[1]["model_md5"]
