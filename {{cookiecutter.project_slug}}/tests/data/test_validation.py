@@ -288,6 +288,51 @@ def test_streamed_duplicate_keys_fail_the_file(tmp_path: Path, transactions: pd.
     assert any("duplicate key values" in error for error in stream["frame_errors"])
 
 
+def test_a_streamed_file_over_the_quarantine_share_is_never_copied(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, transactions: pd.DataFrame
+) -> None:
+    raw = tmp_path / "raw.parquet"
+    inject_invalid_rows(transactions, share=0.2, seed=5).to_parquet(raw, index=False)
+
+    def copy(*args: object) -> None:
+        raise AssertionError("the valid rows of a rejected file were copied")
+
+    monkeypatch.setattr(validation._Plan, "valid_rows_except", copy)
+    out = tmp_path / "out"
+    result, report = validate_file(
+        raw,
+        out / "valid.parquet",
+        out / "quarantine.parquet",
+        out / "report.json",
+        as_of=AS_OF,
+        max_quarantine_share=LIMIT,
+        stream_from_mb=0.0,
+    )
+    assert not result.passed and "quarantined share" in report["frame_errors"][0]
+    assert sorted(path.name for path in out.iterdir()) == ["report.json"]
+
+
+def test_a_file_replaced_between_the_streamed_passes_publishes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, transactions: pd.DataFrame
+) -> None:
+    raw = tmp_path / "raw.parquet"
+    transactions.to_parquet(raw, index=False)
+    out = tmp_path / "out"
+    seen = iter([(1, 1, 1), (2, 2, 2)])  # another file (inode, size, mtime) when the second pass ends
+    monkeypatch.setattr(validation, "_identity", lambda path: next(seen))
+    with pytest.raises(DataFileError, match="changed while it was validated"):
+        validate_file(
+            raw,
+            out / "valid.parquet",
+            out / "quarantine.parquet",
+            out / "report.json",
+            as_of=AS_OF,
+            max_quarantine_share=LIMIT,
+            stream_from_mb=0.0,
+        )
+    assert not out.exists() or sorted(path.name for path in out.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("keys", "increasing"),
     [

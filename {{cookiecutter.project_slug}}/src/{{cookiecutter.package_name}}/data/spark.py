@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import polars as pl
 
-from .validation import POLARS_DTYPES, CheckSpec, ColumnSpec, SchemaSpec
+from .validation import POLARS_DTYPES, CheckSpec, ColumnSpec, SchemaSpec, decode_statistic
 
 if TYPE_CHECKING:
     from pandera.api.checks import Check
@@ -133,7 +133,7 @@ def _spark_check(column: ColumnSpec, check: CheckSpec) -> Check:
         raise SparkSchemaError(f"{column.name}: check {check.label!r} has no built-in in Pandera's pyspark backend")
     if not check.ignore_na:  # the pyspark built-ins always let nulls pass
         raise SparkSchemaError(f"{column.name}: check {check.label!r} must see nulls; the pyspark backend skips them")
-    return getattr(Check, check.name)(**_decode(check.statistics), error=check.label)
+    return getattr(Check, check.name)(**decode_statistic(check.statistics, _utc_instant), error=check.label)
 
 
 def _has_spark_builtin(name: str) -> bool:
@@ -145,15 +145,9 @@ def _has_spark_builtin(name: str) -> bool:
     return dispatcher is not None and PysparkDataframeColumnObject in dispatcher._function_registry
 
 
-def _decode(value: Any) -> Any:
-    """A statistic as Spark compares it: times as UTC instants (a naive time is read in the Python process's zone)."""
-    if isinstance(value, dict):
-        if set(value) == {"datetime_ns"}:
-            return UTC_EPOCH + dt.timedelta(microseconds=value["datetime_ns"] // 1000)
-        return {key: _decode(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_decode(item) for item in value]
-    return value
+def _utc_instant(nanoseconds: int) -> dt.datetime:
+    """A bound as Spark compares it: a UTC instant (a naive time would be read in the Python process's zone)."""
+    return UTC_EPOCH + dt.timedelta(microseconds=nanoseconds // 1000)
 
 
 # ---------------------------------------------------------------- validating a Spark frame
