@@ -13,8 +13,8 @@ both to the same verdicts on the same frames.
 
 One plan of checks serves two engines: a small file is read whole and checked in memory; a
 file from `stream_from_mb` up is scanned and written by polars' streaming engine in row
-groups, valid and quarantined rows split in one pass, so memory follows the batch size, not
-the file's. Importing Pandera (and pandas under it) takes longer than checking a million
+groups, the failing rows in a first pass and every other row in a second, so memory follows
+the batch size, not the file's. Importing Pandera (and pandas under it) takes longer than checking a million
 rows, so the translated checks are kept in a small cache keyed by the bytes of schema.py and
 of this module, Pandera's own version and the `as_of` reference: the stage imports Pandera
 only when the schema changed (or a check needs Pandera to run it).
@@ -554,7 +554,7 @@ def _concat(parts: list[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(parts) if parts else pl.DataFrame(schema=FAILURE_COLUMNS)
 
 
-# ---------------------------------------------------------------- the plan: one pass, valid and bad rows apart
+# ---------------------------------------------------------------- the plan: every rule's flag, valid and bad rows apart
 BAD = "__bad"  # in memory: whether any rule fails on the row, read from the flag columns
 
 
@@ -859,7 +859,7 @@ def validate_file(
     """Validate a file and write the outputs (atomically, data files only when it passed); return both.
 
     A file under `stream_from_mb` is read whole and checked in memory (quicker there); a larger one
-    is scanned and written by the streaming engine, valid and quarantined rows in one pass.
+    is scanned and written by the streaming engine: the bad rows in a first pass, the valid ones in a second.
     """
     raw_path = Path(raw_path)
     suffix = _check_path(raw_path)
