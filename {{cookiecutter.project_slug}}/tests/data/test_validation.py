@@ -235,20 +235,17 @@ def test_a_row_keeps_every_reason(transactions: pd.DataFrame) -> None:
 
 
 # ---------------------------------------------------------------- the streaming engine gives the in-memory verdict
+def _validate_into(out: Path, raw: Path, **options: Any) -> tuple[Any, dict[str, Any]]:
+    """`validate_file` with its outputs in `out` (streamed where `stream_from_mb=0.0`)."""
+    paths = (out / "valid.parquet", out / "quarantine.parquet", out / "report.json")
+    return validate_file(raw, *paths, as_of=AS_OF, **options)
+
+
 def _both_ways(tmp_path: Path, raw: Path, **options: Any) -> list[tuple[dict[str, Any], list[bytes]]]:
     outcomes = []
     for name, stream_from_mb in (("memory", 1e9), ("stream", 0.0)):
         out = tmp_path / name
-        _, report = validate_file(
-            raw,
-            out / "valid.parquet",
-            out / "quarantine.parquet",
-            out / "report.json",
-            as_of=AS_OF,
-            stream_from_mb=stream_from_mb,
-            row_group_size=1000,
-            **options,
-        )
+        _, report = _validate_into(out, raw, stream_from_mb=stream_from_mb, row_group_size=1000, **options)
         files = [path.read_bytes() for path in (out / "valid.parquet", out / "quarantine.parquet") if path.exists()]
         outcomes.append((report, files))
     return outcomes
@@ -299,15 +296,7 @@ def test_a_streamed_file_over_the_quarantine_share_is_never_copied(
 
     monkeypatch.setattr(validation._Plan, "valid_rows_except", copy)
     out = tmp_path / "out"
-    result, report = validate_file(
-        raw,
-        out / "valid.parquet",
-        out / "quarantine.parquet",
-        out / "report.json",
-        as_of=AS_OF,
-        max_quarantine_share=LIMIT,
-        stream_from_mb=0.0,
-    )
+    result, report = _validate_into(out, raw, max_quarantine_share=LIMIT, stream_from_mb=0.0)
     assert not result.passed and "quarantined share" in report["frame_errors"][0]
     assert sorted(path.name for path in out.iterdir()) == ["report.json"]
 
@@ -321,15 +310,7 @@ def test_a_file_replaced_between_the_streamed_passes_publishes_nothing(
     seen = iter([(1, 1, 1), (2, 2, 2)])  # another file (inode, size, mtime) when the second pass ends
     monkeypatch.setattr(validation, "_identity", lambda path: next(seen))
     with pytest.raises(DataFileError, match="changed while it was validated"):
-        validate_file(
-            raw,
-            out / "valid.parquet",
-            out / "quarantine.parquet",
-            out / "report.json",
-            as_of=AS_OF,
-            max_quarantine_share=LIMIT,
-            stream_from_mb=0.0,
-        )
+        _validate_into(out, raw, max_quarantine_share=LIMIT, stream_from_mb=0.0)
     assert not out.exists() or sorted(path.name for path in out.iterdir()) == []
 
 
