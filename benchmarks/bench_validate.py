@@ -204,8 +204,7 @@ def checks_streamed(validation: Any, raw: Path, reference: str) -> Any:
     failing = plan.flagged.filter(plan.any_bad()).select(
         validation.ROW, *plan.flag_names, *(rule.value.alias(f"__value{i}") for i, rule in enumerate(plan.rules)))
     bad = failing.collect(engine="streaming")
-    rows_total = source.select(pl.len()).collect().item()
-    return validation._verdict(plan, bad.lazy(), rows_total, spec, max_quarantine_share=MAX_QUARANTINE_SHARE,
+    return validation._verdict(plan, bad.lazy(), spec, max_quarantine_share=MAX_QUARANTINE_SHARE,
                                max_failures_listed=FAILURES_LISTED, engine="streaming")
 
 

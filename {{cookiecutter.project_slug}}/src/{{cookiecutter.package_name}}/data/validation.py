@@ -715,7 +715,6 @@ class ValidationResult:
 def _verdict(
     plan: _Plan,
     bad: pl.LazyFrame,
-    rows_total: int,
     spec: SchemaSpec,
     *,
     max_quarantine_share: float,
@@ -724,6 +723,7 @@ def _verdict(
     increasing: dict[str, bool] | None = None,
 ) -> ValidationResult:
     """Counts and the bounded listing, from the bad rows only (and the key column for duplicates)."""
+    rows_total = plan.rows
     errors = list(plan.frame_errors)
     frame_level = list(plan.frame_level)
     frame_total = len(frame_level)
@@ -797,7 +797,6 @@ def validate_frame(
     result = _verdict(
         plan,
         bad.lazy(),
-        source.height,
         spec,
         max_quarantine_share=max_quarantine_share,
         max_failures_listed=max_failures_listed,
@@ -820,7 +819,6 @@ def schema_failures(frame: pl.DataFrame, schema: pa.DataFrameSchema) -> tuple[pl
     result = _verdict(
         plan,
         plan.bad_rows(),
-        frame.height,
         spec,
         max_quarantine_share=1.0,
         max_failures_listed=2**32 - 1,
@@ -929,7 +927,6 @@ def _validate_streamed(
         result = _verdict(
             plan,
             bad,
-            plan.rows,
             spec,
             max_quarantine_share=max_quarantine_share,
             max_failures_listed=max_failures_listed,
