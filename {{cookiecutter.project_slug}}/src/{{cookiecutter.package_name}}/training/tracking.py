@@ -120,11 +120,13 @@ def configure(cfg: DictConfig) -> str:
     elif database is not None and location is not None:
         relocate_artifacts(database, experiment.experiment_id, location)
     client, name = MlflowClient(), str(cfg.logger.registered_model_name)
+    ours = project_first_commit()
     claim(
         f"experiment {experiment.name!r}",
         experiment.tags,
         lambda key, value: client.set_experiment_tag(experiment.experiment_id, key, value),
         uri,
+        ours,
     )
     for registered in client.search_registered_models(filter_string=f"name = '{name}'"):  # none before the first
         claim(
@@ -132,18 +134,19 @@ def configure(cfg: DictConfig) -> str:
             registered.tags,
             lambda key, value: client.set_registered_model_tag(name, key, value),
             uri,
+            ours,
         )
     return uri
 
 
-def claim(what: str, tags: Mapping[str, str], set_tag: Callable[[str, str], None], uri: str) -> None:
-    """Mark `what` as this project's, or refuse it when another project's mark is on it.
+def claim(what: str, tags: Mapping[str, str], set_tag: Callable[[str, str], None], uri: str, ours: str | None) -> None:
+    """Mark `what` as this project's (`ours`: its first commit), or refuse it when another project's mark is on it.
 
     Two bakes of the template share their names (experiment, registered model): on one tracking server
     they would read and move each other's runs and aliases. A project is known by its first commit, so
     every clone and copy of it shares its entries and another bake does not. Outside git nothing is marked.
     """
-    ours, theirs = project_first_commit(), tags.get(PROJECT_TAG)
+    theirs = tags.get(PROJECT_TAG)
     if ours is None or theirs == ours:
         return
     if theirs is None:  # new, or made before projects were marked: this project's from now on
