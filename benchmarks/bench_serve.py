@@ -183,10 +183,11 @@ def plain_app(project: Path, model_tag: str) -> Any:
     torch.set_num_threads(settings["torch_threads"])
     model = artifact.load_model(project / "models" / "model.pt")
     request_model = serving.request_model(settings["max_rows_per_request"])
+    shape = serving.shape_of(settings["response"])
 
     async def predict(request: Request) -> Response:
         parsed = request_model.model_validate_json(await request.body())
-        answer = serving.predict_rows(model, parsed.transactions, model_tag)
+        answer = serving.predict_rows(model, parsed.transactions, model_tag, shape)
         return Response(answer.model_dump_json(), media_type="application/json")
 
     async def ready(_: Request) -> Response:

@@ -4,7 +4,7 @@ Paths, each training the project's MLP with the same batch size, optimizer,
 loss, gradient clipping and precision (bf16 autocast on GPU, fp32 on CPU):
 
   raw            plain PyTorch loop over tensors resident on the device, batches sliced by index
-  lightning      the project's path: FraudClassifier + TransactionsDataModule + ResidentData in a
+  lightning      the project's path: BinaryClassifier + InMemoryDataModule + ResidentData in a
                  Trainer (logger=False, no checkpointing, no progress bar), validation off
   lightning+val  the same with validation every epoch, as the train stage runs it
   dataloader     the plain loop fed by a per-sample DataLoader(TensorDataset), for reference
@@ -173,7 +173,7 @@ class Setup:
 
         started = time.perf_counter()
         frame = dataset.generate_transactions(args.rows, seed=args.seed)
-        self.datamodule = datamodule.TransactionsDataModule(frame, args.batch_size,
+        self.datamodule = datamodule.InMemoryDataModule(frame, args.batch_size,
                                                             float(params.data.val_fraction), args.seed)
         self.prepare_s = time.perf_counter() - started
         self.train_x, self.train_y = self.datamodule.train_x.clone(), self.datamodule.train_y.clone()
@@ -190,7 +190,7 @@ class Setup:
         return contextlib.nullcontext()
 
     def module(self, cls: type | None = None, **extra: Any) -> Any:
-        """The project's FraudClassifier (or a variant) built from params.yaml's `model`, as train() does."""
+        """The project's BinaryClassifier (or a variant) built from params.yaml's `model`, as train() does."""
         from hydra.utils import instantiate
 
         # Nodes with their own _target_ (the optimizer and scheduler partials) are built as train() builds them.
@@ -203,7 +203,7 @@ class Setup:
         if "pos_weight" not in kwargs and hasattr(self.datamodule, "pos_weight"):
             kwargs["pos_weight"] = self.datamodule.pos_weight  # older projects took it from the data
         torch.manual_seed(self.args.seed)
-        return (cls or self.model_module.FraudClassifier)(**kwargs, **extra)
+        return (cls or self.model_module.BinaryClassifier)(**kwargs, **extra)
 
     def plain_parts(self) -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor]:
         """The project's MLP (`.network`), the optimizer its module configures, and its pos_weight."""
@@ -285,8 +285,8 @@ def run_dataloader(setup: Setup) -> Timing:
 
 # ---------------------------------------------------------------- Lightning
 def lightning_classes(setup: Setup) -> dict[str, type]:
-    """The project's FraudClassifier, and variants that differ only in how a training step logs or steps."""
-    base = setup.model_module.FraudClassifier
+    """The project's BinaryClassifier, and variants that differ only in how a training step logs or steps."""
+    base = setup.model_module.BinaryClassifier
 
     def logging_variant(doc: str, **log_options: Any) -> type:
         class Variant(base):  # type: ignore[misc, valid-type]

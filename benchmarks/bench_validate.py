@@ -198,7 +198,7 @@ def checks_streamed(validation: Any, raw: Path, reference: str) -> Any:
     """
     import polars as pl
 
-    spec = validation.transaction_checks(reference)
+    spec = validation.row_checks(reference)
     source = pl.scan_parquet(raw)
     plan = validation._plan(source, spec, is_text=False, engine="streaming")
     failing = plan.flagged.filter(plan.any_bad()).select(
@@ -212,7 +212,7 @@ def pandera_only(package: Any, frame: Any, reference: str) -> None:
     """Pandera alone (pandas backend) validating `frame` lazily, collecting every failure: the reference."""
     from pandera.errors import SchemaErrors
 
-    schema = importlib_module(package.__name__ + ".data.schema").transaction_schema(reference)
+    schema = importlib_module(package.__name__ + ".data.schema").row_schema(reference)
     with contextlib.suppress(SchemaErrors):
         schema.validate(frame.reset_index(drop=True), lazy=True)
 
@@ -222,7 +222,7 @@ def where_time_goes(package: Any, validation: Any, table: Any, frame: Any, resul
     """Per-column pandera cost, clean vs spoiled data, pandera's copy, and validate_frame's own work."""
     from pandera.errors import SchemaErrors
 
-    schema = importlib_module(package.__name__ + ".data.schema").transaction_schema(reference)
+    schema = importlib_module(package.__name__ + ".data.schema").row_schema(reference)
 
     def run(data: Any, **options: Any) -> float:
         started = time.perf_counter()

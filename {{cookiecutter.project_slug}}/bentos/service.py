@@ -5,6 +5,6 @@ from pathlib import Path
 from {{ cookiecutter.package_name }}.serving.api import SERVE_FILE
 from {{ cookiecutter.package_name }}.serving.service import build_service
 
-FraudDetector = build_service(Path(__file__).with_name(SERVE_FILE))
+ModelService = build_service(Path(__file__).with_name(SERVE_FILE))
 
-__all__ = ["FraudDetector"]
+__all__ = ["ModelService"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate, load_golden, write_evaluation
 from {{ cookiecutter.package_name }}.files import write_summary
@@ -15,7 +15,9 @@ from {{ cookiecutter.package_name }}.training.artifact import load_model
 
 def main(cfg: DictConfig) -> int:
     model = load_model(cfg.paths.model)
-    report, predictions, plots = evaluate(model, load_golden(cfg.paths.golden))
+    behaviour = OmegaConf.to_container(cfg.dataset.behaviour)  # the declared checks, as plain data
+    assert isinstance(behaviour, dict)
+    report, predictions, plots = evaluate(model, load_golden(cfg.paths.golden), behaviour)
     write_evaluation(report, predictions, plots, Path(cfg.paths.reports), Path(cfg.paths.plots))
     overall = report["overall"]
     headline = {key: overall[key] for key in ("roc_auc", "pr_auc", "brier", "recall", "precision")}

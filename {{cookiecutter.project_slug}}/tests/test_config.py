@@ -26,7 +26,7 @@ def test_drift_is_detected(tmp_path: Path) -> None:
 def test_overrides_compose_like_dvc_exp_run() -> None:
     composed = OmegaConf.create(compose_params(["trainer.max_epochs=2", "debug=fast"], root=PROJECT))
     assert composed.trainer.max_epochs == 2
-    assert composed.gate.thresholds.roc_auc.min == 0.65
+    assert composed.dataset.thresholds.roc_auc.min == 0.65
 
 
 def test_unknown_group_option_is_rejected() -> None:

@@ -17,8 +17,18 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from {{ cookiecutter.package_name }}.data import generate_golden, generate_transactions
-from {{ cookiecutter.package_name }}.data.generate import inject_invalid_rows
+from {{ cookiecutter.package_name }}.data.schema import LABEL_COLUMN
+
+try:  # the bundled example's generator: gone (not importable) once tools/adopt_data.py adopted another table
+    from {{ cookiecutter.package_name }}.data.generate import generate_golden, generate_transactions, inject_invalid_rows
+except ImportError:
+    print(
+        "ERROR: tools/data_version.py makes versions of the bundled example dataset, and this project has adopted "
+        "its own (conf/dataset/). A new version of your data: write it to paths.raw (conf/paths/), then "
+        "`dvc add` it and commit the .dvc pointer",
+        file=sys.stderr,
+    )
+    raise SystemExit(2) from None
 
 
 def run(*command: str) -> None:
@@ -49,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     raw.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(raw, index=False)
-    print(f"wrote {raw}: {len(frame)} rows, fraud rate {frame['is_fraud'].mean():.2%}, drift {args.drift}")
+    print(f"wrote {raw}: {len(frame)} rows, positive rate {frame[LABEL_COLUMN].mean():.2%}, drift {args.drift}")
     targets = [str(raw)]
     if args.golden or not golden.exists():
         golden.parent.mkdir(parents=True, exist_ok=True)

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from {{ cookiecutter.package_name }}.data import generate_transactions
+from {{ cookiecutter.package_name }}.data.schema import ID_COLUMN, LABEL_COLUMN, TIME_COLUMN
 from {{ cookiecutter.package_name }}.files import write_atomically, write_json
 from {{ cookiecutter.package_name }}.monitoring.drift import (
     Limits,
@@ -45,7 +46,7 @@ from {{ cookiecutter.package_name }}.monitoring.predictions import PredictionLog
 from {{ cookiecutter.package_name }}.monitoring.record import PredictionLogSettings
 from {{ cookiecutter.package_name }}.monitoring.report import html_report
 from {{ cookiecutter.package_name }}.release.package import request_body
-from {{ cookiecutter.package_name }}.serving.api import predict_rows, request_model
+from {{ cookiecutter.package_name }}.serving.api import predict_rows, request_model, shape_of
 
 DRIFT_EXIT = 3
 REFUSED_EXIT = 2  # the project's stage-error status: the monitor could not run or refused its input
@@ -55,9 +56,38 @@ class Refused(Exception):
     """An input the monitor will not run on; its message is the one line the user sees."""
 
 
-def demo_requests(rows: int, drift: float, seed: int, chunk: int) -> list[dict[str, object]]:
-    """Request bodies of `rows` generated transactions (population shift `drift`), `chunk` rows each."""
-    frame = generate_transactions(rows, seed=seed, drift=drift, id_prefix="demo").drop(columns="is_fraud")
+def demo_frame(cfg: DictConfig, rows: int, drift: float, seed: int) -> pd.DataFrame:
+    """`rows` rows drawn from this checkout's validated data (the model's own population), without the label.
+
+    `drift` > 0 moves the population: every number by `drift` of its standard deviation (kept inside the
+    values seen, so every row stays valid) and, for a `drift / 2` share of rows, every closed set of values
+    to a value drawn evenly from those seen. Generic: it names no column, so it serves any dataset.
+    """
+    validated = Path(cfg.paths.validated)
+    if not validated.exists():
+        raise Refused(f"{validated} is missing: demo traffic is drawn from it; `dvc pull` (or `dvc repro validate`)")
+    source = pd.read_parquet(validated)
+    rng = np.random.default_rng(seed)
+    frame = source.iloc[rng.integers(0, len(source), rows)].drop(columns=[LABEL_COLUMN]).reset_index(drop=True)
+    if drift <= 0:
+        return frame
+    for name in frame.columns:
+        if name in (ID_COLUMN, TIME_COLUMN):
+            continue
+        column = frame[name]
+        if column.dtype.kind in "iuf":
+            shifted = (column + drift * float(source[name].std())).clip(source[name].min(), source[name].max())
+            frame[name] = shifted.round().astype(column.dtype) if column.dtype.kind in "iu" else shifted
+        elif column.dtype.kind == "O" or str(column.dtype) in ("string", "category"):
+            values = source[name].dropna().unique()
+            moved = rng.random(rows) < drift / 2
+            frame.loc[moved, name] = rng.choice(values, int(moved.sum()))
+    return frame
+
+
+def demo_requests(cfg: DictConfig, rows: int, drift: float, seed: int, chunk: int) -> list[dict[str, object]]:
+    """Request bodies of `rows` demo rows (population shift `drift`), `chunk` rows each."""
+    frame = demo_frame(cfg, rows, drift, seed)
     return [request_body(frame.iloc[start : start + chunk]) for start in range(0, rows, chunk)]
 
 
@@ -79,8 +109,13 @@ def simulate(cfg: DictConfig, directory: Path, bodies: list[dict[str, object]]) 
     # The folder as this command was given it (relative: to its working directory), not as a server resolves it.
     settings = PredictionLogSettings.model_validate({**cfg.serve.prediction_log, "dir": str(directory.resolve())})
     hook, request = PredictionLog(settings, tag), request_model(cfg.serve.max_rows_per_request)
+    try:
+        shape = shape_of(OmegaConf.to_container(cfg.dataset.response))  # type: ignore[arg-type]
+    except ValueError as error:
+        raise Refused(str(error)) from None
     for body in bodies:
-        predict_rows(model, request.model_validate_json(json.dumps(body)).transactions, tag, hook)  # type: ignore[attr-defined]
+        rows = request.model_validate_json(json.dumps(body)).transactions  # type: ignore[attr-defined]
+        predict_rows(model, rows, tag, shape, hook)
 
 
 def open_branch(cfg: DictConfig, today: dt.date) -> str:
@@ -143,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", type=Path, help="prediction log dir (default: conf/serve prediction_log.dir)")
     parser.add_argument("--days", type=float, help="window: the last N days (default: conf/monitor window_days)")
     parser.add_argument("--open-branch", action="store_true", help="on drift, commit a new data version on a branch")
-    parser.add_argument("--send-to", metavar="URL", help="instead: send generated traffic to a local service")
-    parser.add_argument("--simulate", metavar="DIR", type=Path, help="instead: log generated traffic to DIR, no server")
+    parser.add_argument("--send-to", metavar="URL", help="instead: send demo traffic to a local service")
+    parser.add_argument("--simulate", metavar="DIR", type=Path, help="instead: log demo traffic to DIR, no server")
     parser.add_argument("--rows", type=int, default=5000, help="demo traffic: rows (default 5000)")
-    parser.add_argument("--drift", type=float, default=0.0, help="demo traffic: the generator's population shift")
-    parser.add_argument("--seed", type=int, default=7, help="demo traffic: generator seed (default 7)")
+    parser.add_argument("--drift", type=float, default=0.0, help="demo traffic: population shift (0: none)")
+    parser.add_argument("--seed", type=int, default=7, help="demo traffic: sampling seed (default 7)")
     parser.add_argument("--chunk", type=int, default=500, help="demo traffic: rows per request (default 500)")
     args = parser.parse_args(argv)
     try:
@@ -164,9 +199,9 @@ def run(args: argparse.Namespace) -> int:
         for name in ("rows", "chunk"):
             if getattr(args, name) < 1:
                 raise Refused(f"--{name} must be a whole number of rows >= 1 (got {getattr(args, name)})")
-        bodies = demo_requests(args.rows, args.drift, args.seed, args.chunk)
+        bodies = demo_requests(cfg, args.rows, args.drift, args.seed, args.chunk)
         send(args.send_to, bodies) if args.send_to else simulate(cfg, args.simulate, bodies)
-        print(f"scored {args.rows} generated rows (drift {args.drift}) via {args.send_to or 'the local model'}")
+        print(f"scored {args.rows} demo rows (drift {args.drift}) via {args.send_to or 'the local model'}")
         return 0
 
     now = dt.datetime.now(dt.UTC)

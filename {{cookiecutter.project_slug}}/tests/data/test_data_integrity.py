@@ -237,8 +237,8 @@ def test_validate_stage_checks_without_pandas_pandera_or_pyspark_once_translated
         "from omegaconf import OmegaConf\n"
         "spec = importlib.util.spec_from_file_location('stage', 'pipelines/validate.py')\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-        "from {{ cookiecutter.package_name }}.data.validation import transaction_checks\n"
-        "transaction_checks(OmegaConf.load('params.yaml').data.validation.as_of)\n"
+        "from {{ cookiecutter.package_name }}.data.validation import row_checks\n"
+        "row_checks(OmegaConf.load('params.yaml').data.validation.as_of)\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'pandera', 'pyspark'}))\n"
     )
     run([sys.executable, "-c", code], PROJECT)  # the first run may translate the schema (and cache it)

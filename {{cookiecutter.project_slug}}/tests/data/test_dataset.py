@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from {{ cookiecutter.package_name }}.data import GoldenSchema, TransactionSchema, generate_transactions
+from {{ cookiecutter.package_name }}.data import GoldenSchema, RowSchema, generate_transactions
 from {{ cookiecutter.package_name }}.data.generate import inject_invalid_rows
 
 
@@ -19,7 +19,7 @@ def test_fraud_is_rare_but_present() -> None:
 
 
 def test_generated_rows_pass_the_schema(transactions: pd.DataFrame, golden: pd.DataFrame) -> None:
-    TransactionSchema.validate(transactions, lazy=True)
+    RowSchema.validate(transactions, lazy=True)
     GoldenSchema.validate(golden, lazy=True)
 
 

@@ -19,7 +19,7 @@ import pytest
 from {{ cookiecutter.package_name }}.data.generate import inject_invalid_rows
 from {{ cookiecutter.package_name }}.data.schema import ID_COLUMN, TIME_COLUMN
 from {{ cookiecutter.package_name }}.data.spark import SparkSchemaError, spark_failures, spark_schema
-from {{ cookiecutter.package_name }}.data.validation import transaction_checks, validate_frame
+from {{ cookiecutter.package_name }}.data.validation import row_checks, validate_frame
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -96,7 +96,7 @@ def test_spark_fails_the_checks_the_validate_stage_lists(
     expected = polars_pairs(table)
     assert (kind in ("clean", "time_at_the_limit")) == (not expected), expected  # each spoiling breaks something
     frame = spark.createDataFrame(table.to_arrow())
-    assert set(spark_failures(frame, transaction_checks(AS_OF))) == expected
+    assert set(spark_failures(frame, row_checks(AS_OF))) == expected
 
 
 def test_spark_reads_the_same_verdicts_from_parquet(
@@ -106,11 +106,11 @@ def test_spark_reads_the_same_verdicts_from_parquet(
     table = pl.from_pandas(_duplicate_key_and_null(inject_invalid_rows(transactions, share=0.02, seed=6)))
     table.with_columns(pl.col(TIME_COLUMN).cast(pl.Datetime("us"))).write_parquet(tmp_path / "part-0.parquet")
     frame = spark.read.parquet(str(tmp_path))
-    assert set(spark_failures(frame, transaction_checks(AS_OF))) == polars_pairs(table)
+    assert set(spark_failures(frame, row_checks(AS_OF))) == polars_pairs(table)
 
 
 def test_a_check_without_a_spark_builtin_is_refused() -> None:
-    spec = transaction_checks(AS_OF)
+    spec = row_checks(AS_OF)
     amount = spec.column("amount")
     assert amount is not None and amount.checks
     custom = dataclasses.replace(amount.checks[0], name="my_own_check", label="my_own_check")

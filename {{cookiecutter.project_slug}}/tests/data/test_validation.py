@@ -16,15 +16,15 @@ from pandera.errors import SchemaErrors
 
 from {{ cookiecutter.package_name }}.data import validation
 from {{ cookiecutter.package_name }}.data.generate import inject_invalid_rows
-from {{ cookiecutter.package_name }}.data.schema import transaction_schema
+from {{ cookiecutter.package_name }}.data.rows import row_schema
 from {{ cookiecutter.package_name }}.data.validation import (
     REASONS_COLUMN,
     DataFileError,
     file_md5,
     read_raw,
+    row_checks,
     schema_failures,
     schema_spec,
-    transaction_checks,
     validate_file,
     validate_frame,
     write_outputs,
@@ -181,7 +181,7 @@ def test_fast_path_and_pandera_agree_on_a_spoiled_frame(transactions: pd.DataFra
         ("distance_from_home_km", 30_000.0, slice(80, 81)),
     ):
         frame = _set(column, value, rows)(frame)
-    schema = transaction_schema(AS_OF)
+    schema = row_schema(AS_OF)
     expected = _pandera_row_failures(frame, schema)
     assert len(expected) > 200  # every kind above, and the injected ones
     assert {column for column, _, _ in expected} >= {"amount", "event_time", "is_fraud", "transaction_id"}
@@ -336,13 +336,13 @@ def test_strict_increase_is_one_rule_in_memory_and_across_stream_batches(
 
 
 def test_cached_checks_are_the_schema_translated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    fresh = schema_spec(transaction_schema(AS_OF), as_of="")
+    fresh = schema_spec(row_schema(AS_OF), as_of="")
     cache = tmp_path / "schema-checks.json"
     monkeypatch.setattr(validation, "_cache_path", lambda as_of: cache)
-    validation._transaction_checks.cache_clear()
-    written = transaction_checks(AS_OF)
+    validation._row_checks.cache_clear()
+    written = row_checks(AS_OF)
     assert cache.exists()
-    validation._transaction_checks.cache_clear()
-    read_back = transaction_checks(AS_OF)
+    validation._row_checks.cache_clear()
+    read_back = row_checks(AS_OF)
     assert read_back == written and read_back.columns == fresh.columns
-    validation._transaction_checks.cache_clear()
+    validation._row_checks.cache_clear()

@@ -60,11 +60,9 @@ def test_the_sample_spans_the_whole_window() -> None:
     assert spread(list(range(100)), 4) == [0, 25, 50, 75]
 
 
-def test_rows_compare_by_decision_and_score() -> None:
-    live = {
-        "predictions": [{"is_fraud": True, "fraud_probability": 0.9}, {"is_fraud": False, "fraud_probability": 0.1}]
-    }
-    new = [{"is_fraud": True, "fraud_probability": 0.8}, {"is_fraud": True, "fraud_probability": 0.6}]
+def test_rows_compare_by_decision_and_score_whatever_the_dataset_names_them() -> None:
+    live = {"predictions": [{"id": "a", "p": 0.9, "flag": True}, {"id": "b", "p": 0.1, "flag": False}]}
+    new = [{"row": "a", "risk": 0.8, "hit": True}, {"row": "b", "risk": 0.6, "hit": True}]  # another model's names
     compared = compare_rows(rows_of(live), rows_of(new))
     assert [same for same, _ in compared] == [True, False]
     assert [round(diff, 6) for _, diff in compared] == [0.1, 0.5]
@@ -72,6 +70,8 @@ def test_rows_compare_by_decision_and_score() -> None:
         compare_rows(rows_of(live)[:1], new)
     with pytest.raises(ValueError):
         rows_of({"detail": "not predictions"})
+    with pytest.raises(ValueError, match="one score and one decision"):
+        compare_rows([{"id": "a", "p": 0.9}], [{"id": "a", "p": 0.9}])
 
 
 SETTINGS = Shadow(enabled=True, min_requests=10, min_agreement=0.9, max_mean_score_diff=0.05, max_error_rate=0.1)

@@ -29,10 +29,11 @@ from {{ cookiecutter.package_name }}.monitoring.record import (
     PredictionLogSettings,
 )
 from {{ cookiecutter.package_name }}.release.package import request_body
-from {{ cookiecutter.package_name }}.serving.api import ServeSettings, predict_rows, request_model
+from {{ cookiecutter.package_name }}.serving.api import ServeSettings, predict_rows, request_model, shape_of
 from {{ cookiecutter.package_name }}.serving.service import prediction_log
 
 CONF = yaml.safe_load((PROJECT / "conf" / "monitor" / "default.yaml").read_text(encoding="utf-8"))
+SHAPE = shape_of(yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))["dataset"]["response"])
 LIMITS = Limits(CONF["psi_limit"], CONF["score_psi_limit"], CONF["bins"], CONF["min_rows"])
 # What the generator's `drift` knob moves (amount, merchant mix, velocity) and what it leaves alone.
 SHIFTED = {"amount", "merchant_category", "txn_count_1h"}
@@ -92,13 +93,13 @@ def test_the_log_holds_inputs_score_model_and_time_only(tmp_path: Path, referenc
     rows = request_model(100).model_validate_json(json.dumps(request_body(traffic(0.0, rows=40)))).transactions
     hook = PredictionLog(PredictionLogSettings(enabled=True, dir=str(tmp_path), keep_days=1), "card:v7", "test-log")
     before = dt.datetime.now(dt.UTC)
-    answer = predict_rows(model, rows, "card:v7", hook)
+    answer = predict_rows(model, rows, "card:v7", SHAPE, hook)
     lines = read_lines(tmp_path, 40)
     assert len(lines) == 40
     sent = traffic(0.0, rows=40)
     for line, row, prediction in zip(lines, sent.to_dict("records"), answer.predictions, strict=True):
         assert set(line) == {*FEATURE_COLUMNS, SCORE_COLUMN, MODEL_COLUMN, TIME_COLUMN}
-        assert line[SCORE_COLUMN] == prediction.fraud_probability and line[MODEL_COLUMN] == "card:v7"
+        assert line[SCORE_COLUMN] == getattr(prediction, SHAPE.names.score) and line[MODEL_COLUMN] == "card:v7"
         assert before <= dt.datetime.fromisoformat(str(line[TIME_COLUMN])) <= dt.datetime.now(dt.UTC)
         assert {k: line[k] for k in FEATURE_COLUMNS if k != "event_time"} == {
             k: row[k] for k in FEATURE_COLUMNS if k != "event_time"
@@ -127,7 +128,7 @@ def test_a_relative_log_dir_is_under_the_folder_the_server_was_started_from(
 
 def test_the_serve_config_turns_the_log_on_and_off() -> None:
     settings = yaml.safe_load((PROJECT / "conf" / "serve" / "default.yaml").read_text(encoding="utf-8"))
-    on = ServeSettings.model_validate({**settings, "model_tag": "m:1"})
+    on = ServeSettings.model_validate({**settings, "model_tag": "m:1", "response": SHAPE.names.model_dump()})
     assert on.prediction_log.enabled, "the committed serve config logs predictions"
     assert isinstance(prediction_log(on, "m:1"), PredictionLog)
     off = on.model_copy(update={"prediction_log": on.prediction_log.model_copy(update={"enabled": False})})

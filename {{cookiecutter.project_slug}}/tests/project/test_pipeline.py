@@ -305,7 +305,7 @@ def test_package_stopped_after_registering_keeps_that_version_and_its_bento(work
 
 def test_impossible_threshold_stops_at_gate_and_package_does_not_run(workspace: Path) -> None:
     (workspace / "reports" / "package.json").unlink()
-    run([*FAST, "gate.thresholds.roc_auc.min=0.999"], workspace)
+    run([*FAST, "dataset.thresholds.roc_auc.min=0.999"], workspace)
     result = run(["dvc", "repro"], workspace, check=False)
     assert result.returncode != 0
     assert "Running stage 'gate'" in result.stdout and "Running stage 'package'" not in result.stdout
@@ -409,6 +409,6 @@ def test_dvc_push_then_pull_in_a_fresh_clone_restores_the_bytes(workspace: Path,
     run(["dvc", "remote", "add", "--local", "-f", "storage", str(remote)], clone)
     run(["dvc", "remote", "default", "--local", "storage"], clone)
     run(["dvc", "pull"], clone)
-    for pointer in ("data/raw/transactions.parquet", "data/golden/golden.parquet", "models/model.pt"):
+    for pointer in ("data/raw/transactions.parquet", "data/golden/transactions.parquet", "models/model.pt"):
         assert (clone / pointer).read_bytes() == (workspace / pointer).read_bytes(), pointer
     shutil.rmtree(clone)

@@ -115,7 +115,7 @@ def test_a_later_negation_excludes() -> None:
 
 RETRAINS = [
     ["data/raw/transactions.parquet.dvc"],
-    ["data/golden/golden.parquet.dvc"],
+    ["data/golden/transactions.parquet.dvc"],
     ["dvc.lock"],
     ["dvc.yaml"],
     ["params.yaml"],

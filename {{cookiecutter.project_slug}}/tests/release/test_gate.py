@@ -36,7 +36,8 @@ from {{ cookiecutter.package_name }}.release.gate import (
     threshold_checks,
 )
 
-GATE = OmegaConf.load(PROJECT / "params.yaml").gate
+PARAMS = OmegaConf.load(PROJECT / "params.yaml")
+GATE, DATASET = PARAMS.gate, PARAMS.dataset
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +49,14 @@ def scored() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_thresholds_pass_and_fail() -> None:
-    checks = threshold_checks({"roc_auc": 0.9, "pr_auc": 0.1, "brier": 0.01}, GATE.thresholds)
+    thresholds = OmegaConf.create({"roc_auc": {"min": 0.75}, "pr_auc": {"min": 0.15}, "brier": {"max": 0.05}})
+    checks = threshold_checks({"roc_auc": 0.9, "pr_auc": 0.1, "brier": 0.01}, thresholds)
     result = {c.name: c.passed for c in checks}
     assert result == {"threshold_roc_auc_min": True, "threshold_pr_auc_min": False, "threshold_brier_max": True}
 
 
 def test_nan_metric_fails_closed() -> None:
-    checks = threshold_checks({"roc_auc": math.nan, "pr_auc": 0.9, "brier": 0.01}, GATE.thresholds)
+    checks = threshold_checks({"roc_auc": math.nan, "pr_auc": 0.9, "brier_skill": 0.5}, DATASET.thresholds)
     assert not next(c for c in checks if c.name == "threshold_roc_auc_min").passed
 
 
@@ -134,16 +136,17 @@ def test_a_drop_the_golden_set_cannot_rule_out_fails(
     assert result.passed is passed
 
 
-SLICES: dict[str, dict[str, float]] = {name: {"roc_auc": 0.9} for name in GATE.slices}
+SLICES: dict[str, dict[str, float]] = {name: {"roc_auc": 0.9} for name in DATASET.slices}
+DROPPED_SLICE = str(DATASET.slices[-1])
 METRICS = {"overall": {"roc_auc": 0.9}, "slices": SLICES}
 
 
 def test_every_curated_slice_must_reach_the_gate() -> None:
-    assert slice_coverage(METRICS, list(GATE.slices)).passed
-    dropped = {**METRICS, "slices": {k: v for k, v in SLICES.items() if k != "slice=small_fraud"}}
-    result = slice_coverage(dropped, list(GATE.slices))
-    assert not result.passed and "slice=small_fraud" in result.detail
-    assert (result.observed, result.limit) == (len(GATE.slices) - 1, len(GATE.slices))
+    assert slice_coverage(METRICS, list(DATASET.slices)).passed
+    dropped = {**METRICS, "slices": {k: v for k, v in SLICES.items() if k != DROPPED_SLICE}}
+    result = slice_coverage(dropped, list(DATASET.slices))
+    assert not result.passed and DROPPED_SLICE in result.detail
+    assert (result.observed, result.limit) == (len(DATASET.slices) - 1, len(DATASET.slices))
 
 
 def test_the_gate_fails_when_evaluation_dropped_a_curated_slice(tmp_path: Path) -> None:
@@ -151,19 +154,19 @@ def test_the_gate_fails_when_evaluation_dropped_a_curated_slice(tmp_path: Path) 
     for name in ("model.pt", "golden.parquet"):
         (tmp_path / name).write_bytes(b"stand-in")
     metrics = {
-        "overall": {"roc_auc": 0.9, "pr_auc": 0.5, "brier": 0.01},
+        "overall": {"roc_auc": 0.9, "pr_auc": 0.5, "brier": 0.01, "brier_skill": 0.5},
         "threshold": 0.5,
-        "slices": {k: v for k, v in SLICES.items() if k != "card_present"},
+        "slices": {k: v for k, v in SLICES.items() if k != DROPPED_SLICE},
         "latency": {"ms_single_row_p99": 1.0},
         "behavioural": {"b": {"kind": "invariance", "observed": 0.0, "detail": "d"}},
     }
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     paths = {"reports": str(tmp_path), "model": str(tmp_path / "model.pt"), "golden": str(tmp_path / "golden.parquet")}
-    cfg = OmegaConf.create({"paths": paths, "gate": OmegaConf.merge(GATE, {"champion": {"source": "none"}})})
-    report = run_gate(cfg)
+    gate = OmegaConf.merge(GATE, {"champion": {"source": "none"}})
+    report = run_gate(OmegaConf.create({"paths": paths, "gate": gate, "dataset": DATASET}))
     failed = [check["name"] for check in report["checks"] if not check["passed"]]
     assert failed == ["slice_coverage"] and not report["passed"]
-    assert "card_present" in check_detail(report, "slice_coverage")
+    assert DROPPED_SLICE in check_detail(report, "slice_coverage")
 
 
 def check_detail(report: dict, name: str) -> str:
@@ -210,13 +213,36 @@ def test_latency_is_judged_on_the_single_row_p99() -> None:
 
 
 def test_an_unstable_model_fails_the_invariance_checks(golden: pd.DataFrame) -> None:
-    def jumpy(frame: pd.DataFrame) -> np.ndarray:  # flips on the cents of the amount
-        return (np.floor(frame["amount"].to_numpy() * 100) % 2).astype(float)
+    read, ignored = golden.select_dtypes("float").columns[:2]
 
-    results = {r.name: r.as_dict() for r in behavioural_checks(jumpy, golden, threshold=0.5)}
+    def jumpy(frame: pd.DataFrame) -> np.ndarray:  # flips on the hundredths of one column
+        return (np.floor(frame[read].to_numpy() * 100) % 2).astype(float)
+
+    declared = {
+        "invariance": [
+            {"name": "nudge_read", "set": {read: {"multiply": 1.01}}, "detail": "d"},
+            {"name": "nudge_ignored", "set": {ignored: {"multiply": 1.01}}, "detail": "d"},
+        ]
+    }
+    results = {r.name: r.as_dict() for r in behavioural_checks(jumpy, golden, 0.5, declared)}
     checks = {c.name: c for c in behavioural_gate_checks(results, GATE.behavioural)}
-    assert not checks["behaviour_invariance_amount_one_percent"].passed
-    assert checks["behaviour_invariance_account_one_day_older"].passed  # it never reads the account age
+    assert not checks["behaviour_nudge_read"].passed
+    assert checks["behaviour_nudge_ignored"].passed  # it never reads that column
+
+
+def test_a_champion_on_another_feature_set_is_reported_and_not_compared() -> None:
+    from {{ cookiecutter.package_name }}.release.champion import Champion
+    from {{ cookiecutter.package_name }}.training.preprocessing import feature_signature
+
+    def champion(signature: str | None) -> Champion:
+        return Champion("git", "main@abc", "git", lambda frame: np.zeros(len(frame)), 0.5, "md5", signature)
+
+    same = gate_module.comparability_check(champion(feature_signature()))
+    assert same.judged and same.passed
+    for other in ("0" * 32, None):
+        check = gate_module.comparability_check(champion(other))
+        assert check.passed and not check.judged, check
+        assert "another dataset or feature set" in check.detail
 
 
 def test_missing_or_broken_metrics_fail_closed(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from {{ cookiecutter.package_name }}.data.schema import LABEL_COLUMN
 from {{ cookiecutter.package_name }}.lineage import file_md5
 from {{ cookiecutter.package_name }}.release.champion import ChampionError, from_registry
 from {{ cookiecutter.package_name }}.release.registry import (
@@ -52,7 +53,7 @@ def setup(tmp_path: Path, transactions: pd.DataFrame, monkeypatch: pytest.Monkey
         {"mlflow_run_id": None},
     )
     model.save(tmp_path / "model.pt")
-    example = transactions.drop(columns=["is_fraud"]).head(3)
+    example = transactions.drop(columns=[LABEL_COLUMN]).head(3)
     return cfg, tmp_path / "model.pt", example
 
 
@@ -175,4 +176,4 @@ def test_the_registered_model_ships_scoring_code_only(setup, transactions: pd.Da
     for unwanted in ("deploy/", "release/", "serving/", "tests/", "tools/", "benchmarks/", "standin", "loadgen"):
         assert not [name for name in code if unwanted in name], f"{unwanted} shipped with the model: {code}"
     loaded = mlflow.pyfunc.load_model(f"models:/registry-test/{version}")
-    assert len(loaded.predict(transactions.drop(columns=["is_fraud"]).head(5))) == 5
+    assert len(loaded.predict(transactions.drop(columns=[LABEL_COLUMN]).head(5))) == 5

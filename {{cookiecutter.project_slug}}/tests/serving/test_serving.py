@@ -34,6 +34,7 @@ from support.tiny import tiny_model
 from {{ cookiecutter.package_name }}.deploy.checks import wait_ready
 from {{ cookiecutter.package_name }}.deploy.runtime import free_ports
 from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate
+from {{ cookiecutter.package_name }}.monitoring.record import SCORE_COLUMN
 from {{ cookiecutter.package_name }}.release.package import request_body
 from {{ cookiecutter.package_name }}.serving import SHADOW_HEADER
 from {{ cookiecutter.package_name }}.serving.api import SERVE_FILE, Transaction, load_serve_settings, request_model, to_columns
@@ -41,6 +42,8 @@ from {{ cookiecutter.package_name }}.serving.service import PromptTimeout, score
 from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
 
 ROW_CAP = 1000
+# The served prediction's score field, as the dataset names it (conf/dataset `response`).
+SCORE = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))["dataset"]["response"]["score"]
 
 
 def body(golden: pd.DataFrame, rows: int = 3) -> dict[str, Any]:
@@ -218,7 +221,7 @@ STORE_MODEL = (
 )
 
 
-def bento_command(port: int, entry: str = "service:FraudDetector") -> list[str]:
+def bento_command(port: int, entry: str = "service:ModelService") -> list[str]:
     """`bentoml serve` of the service in the current folder (a bento folder with its serve.json)."""
     return ["bentoml", "serve", entry, "--host", "127.0.0.1", "--port", str(port)]
 
@@ -269,7 +272,8 @@ def serve_bento(
     shutil.copy(PROJECT / "bentos" / "service.py", bento_dir / "service.py")
     (bento_dir / "probe_service.py").write_text(PROBED_ENTRY)
     defaults = yaml.safe_load((PROJECT / "conf" / "serve" / "default.yaml").read_text())
-    serve_json = {**defaults, **settings, "model_tag": tag.stdout.strip().splitlines()[-1]}
+    response = yaml.safe_load((PROJECT / "params.yaml").read_text())["dataset"]["response"]
+    serve_json = {**defaults, "response": response, **settings, "model_tag": tag.stdout.strip().splitlines()[-1]}
     (bento_dir / SERVE_FILE).write_text(json.dumps(serve_json))
     (port,) = free_ports(1)
     log = scratch / "server.log"
@@ -286,7 +290,7 @@ def served(
 ) -> Iterator[dict[str, Any]]:
     """`bentoml serve` of bentos/service.py with a model in a scratch BENTOML_HOME and conf/serve's settings."""
     model = tiny_model(transactions)
-    yield from serve_bento(tmp_path_factory.mktemp("served"), model, golden, "service:FraudDetector")
+    yield from serve_bento(tmp_path_factory.mktemp("served"), model, golden, "service:ModelService")
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +299,7 @@ def probed(
 ) -> Iterator[dict[str, Any]]:
     """The same service with probes into its worker (tests/support/probes.py) and a 1 s request timeout."""
     model = tiny_model(transactions)
-    yield from serve_bento(tmp_path_factory.mktemp("probed"), model, golden, "probe_service:FraudDetector", timeout_s=1)
+    yield from serve_bento(tmp_path_factory.mktemp("probed"), model, golden, "probe_service:ModelService", timeout_s=1)
 
 
 def probe(url: str, arm: bool | None = None) -> dict[str, Any]:
@@ -315,14 +319,14 @@ def golden_chunks(golden: pd.DataFrame) -> list[pd.DataFrame]:
 
 def test_served_scores_equal_the_evaluation_predictions(served: dict[str, Any], golden: pd.DataFrame) -> None:
     """No skew: over HTTP, the golden rows score exactly as the evaluate stage scores them."""
-    _, predictions, _ = evaluate(served["model"], golden)
+    _, predictions, _ = evaluate(served["model"], golden, {})  # scores only: no behavioural checks
     answers = []
     for chunk in golden_chunks(golden):
         response = httpx.post(f"{served['url']}/predict", json=request_body(chunk), timeout=30)
         assert response.status_code == 200, response.text
         answers += response.json()["predictions"]
     assert [a["transaction_id"] for a in answers] == predictions["transaction_id"].tolist()
-    np.testing.assert_allclose([a["fraud_probability"] for a in answers], predictions["score"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose([a[SCORE] for a in answers], predictions["score"], rtol=0, atol=1e-6)
 
 
 def test_the_served_model_logs_what_it_scored(served: dict[str, Any], golden: pd.DataFrame) -> None:
@@ -335,13 +339,13 @@ def test_the_served_model_logs_what_it_scored(served: dict[str, Any], golden: pd
     assert shadow.status_code == 200, shadow.text
     response = httpx.post(f"{served['url']}/predict", json=body(golden, 3), timeout=30)
     assert response.status_code == 200, response.text
-    scores = [p["fraud_probability"] for p in response.json()["predictions"]]
+    scores = [p[SCORE] for p in response.json()["predictions"]]
     files = served["bento"] / "logs" / "predictions" / "predictions" / "data"
     deadline, lines = time.monotonic() + 15, list[dict[str, Any]]()
-    while time.monotonic() < deadline and scores != [line["fraud_probability"] for line in lines[-3:]]:
+    while time.monotonic() < deadline and scores != [line[SCORE_COLUMN] for line in lines[-3:]]:
         time.sleep(0.1)
         lines = [json.loads(text) for path in files.glob("data.*.log*") for text in path.read_text().splitlines()]
-    assert [line["fraud_probability"] for line in lines[-3:]] == scores, lines[-3:]
+    assert [line[SCORE_COLUMN] for line in lines[-3:]] == scores, lines[-3:]
     assert {line["model"] for line in lines} == {response.json()["model"]}
     time.sleep(1.0)  # the writer threads had time to write the copy too, had it been queued
     lines = [json.loads(text) for path in files.glob("data.*.log*") for text in path.read_text().splitlines()]
@@ -467,7 +471,7 @@ def test_batched_requests_are_scored_together_and_fail_alone(probed: dict[str, A
         assert answer.status_code == 200, answer.text
         expected = model.predict_proba(golden.iloc[3 * i : 3 * i + 3])
         assert [p["transaction_id"] for p in answer.json()] == ids
-        np.testing.assert_allclose([p["fraud_probability"] for p in answer.json()], expected, rtol=0, atol=1e-6)
+        np.testing.assert_allclose([p[SCORE] for p in answer.json()], expected, rtol=0, atol=1e-6)
     batches = probe(url)["batches"]
     assert sum(batches) == 7 * 3, f"the model scored {batches} rows per call: the 21 valid rows once each"
     assert max(batches) > 3, f"no call scored rows of more than one request: {batches}"
@@ -511,7 +515,7 @@ def test_no_dataframe_is_built_while_serving(probed: dict[str, Any], golden: pd.
             assert answer.status_code == 200, f"{route} with {rows} rows: {answer.text[:500]}"
             predictions = answer.json()["predictions"] if route == "/predict" else answer.json()
             expected = model.predict_proba(golden.head(rows))
-            np.testing.assert_allclose([p["fraud_probability"] for p in predictions], expected, rtol=0, atol=1e-6)
+            np.testing.assert_allclose([p[SCORE] for p in predictions], expected, rtol=0, atol=1e-6)
         assert probe(url)["frames_refused"] == 0
     finally:
         probe(url, arm=False)
@@ -566,13 +570,13 @@ def test_packaged_bento_serves_the_pipelines_predictions(packaged_workspace: Pat
         smoke = json.loads((packaged_workspace / "bentos" / "smoke_requests.json").read_text())["requests"][0]
         good = httpx.post(f"{url}/predict", json=smoke["body"], timeout=10)
         assert good.status_code == 200 and good.json() == smoke["expected"]
-        golden = pd.read_parquet(packaged_workspace / "data" / "golden" / "golden.parquet")
+        golden = pd.read_parquet(packaged_workspace / "data" / "golden" / "transactions.parquet")
         predictions = pd.read_parquet(packaged_workspace / "reports" / "predictions.parquet")
         scores = []
         for chunk in golden_chunks(golden):
             answer = httpx.post(f"{url}/predict", json=request_body(chunk), timeout=60)
             assert answer.status_code == 200, answer.text[:500]
-            scores += [p["fraud_probability"] for p in answer.json()["predictions"]]
+            scores += [p[SCORE] for p in answer.json()["predictions"]]
         np.testing.assert_allclose(scores, predictions["score"], rtol=0, atol=1e-6)
     finally:
         server.close()

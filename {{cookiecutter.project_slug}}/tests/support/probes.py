@@ -1,4 +1,4 @@
-"""Probes into a serving worker, for tests: `install(FraudDetector)` in a bento's entry (PROBED_ENTRY).
+"""Probes into a serving worker, for tests: `install(ModelService)` in a bento's entry (PROBED_ENTRY).
 
 tests/serving/test_serving.py serves PROBED_ENTRY from a bento folder: the real service (bentos/service.py), and
 around it, in the worker process:
@@ -24,6 +24,7 @@ from pandas.core.generic import NDFrame
 
 from {{ cookiecutter.package_name }}.data.schema import ID_COLUMN
 from {{ cookiecutter.package_name }}.serving import service as serving
+from {{ cookiecutter.package_name }}.serving.api import ResponseShape
 from {{ cookiecutter.package_name }}.training.artifact import ScoringModel
 
 STALL_ID = "stall-the-model"
@@ -59,9 +60,11 @@ def stalling(self: ScoringModel, columns: Mapping[str, np.ndarray]) -> np.ndarra
     return _score_columns(self, columns)
 
 
-def recording(model: ScoringModel, rows: Sequence[Any], on_scored: serving.ScoreHook | None = None) -> Any:
+def recording(
+    model: ScoringModel, rows: Sequence[Any], shape: ResponseShape, on_scored: serving.ScoreHook | None = None
+) -> Any:
     seen["batches"].append(len(rows))
-    return _score_rows(model, rows, on_scored)
+    return _score_rows(model, rows, shape, on_scored)
 
 
 def trap_catches() -> bool:
@@ -106,4 +109,4 @@ def install(service: Any) -> None:
 
 
 # The bento entry that serves the real service with the probes (run with tests/ on PYTHONPATH).
-PROBED_ENTRY = "from service import FraudDetector\nfrom support.probes import install\n\ninstall(FraudDetector)\n"
+PROBED_ENTRY = "from service import ModelService\nfrom support.probes import install\n\ninstall(ModelService)\n"

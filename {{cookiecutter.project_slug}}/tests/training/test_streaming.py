@@ -13,8 +13,8 @@ import torch
 
 from {{ cookiecutter.package_name }}.data import LABEL_COLUMN, NUMERIC_FEATURES, generate_transactions
 from {{ cookiecutter.package_name }}.training.datamodule import (
+    InMemoryDataModule,
     StreamingDataModule,
-    TransactionsDataModule,
     build_datamodule,
 )
 from {{ cookiecutter.package_name }}.training.streaming import (
@@ -56,16 +56,16 @@ def _collect(batches: StreamedBatches) -> tuple[list[torch.Tensor], list[torch.T
 
 def test_the_streamed_fit_equals_the_in_memory_fit(frame: pd.DataFrame, parquet: Path) -> None:
     streamed = StreamingDataModule(parquet, 64, VAL_FRACTION, SEED, buffer_rows=1024)
-    in_memory = TransactionsDataModule(pd.read_parquet(parquet), 64, VAL_FRACTION, SEED)
+    in_memory = InMemoryDataModule(pd.read_parquet(parquet), 64, VAL_FRACTION, SEED)
     assert (streamed.train_rows, streamed.val_rows) == (in_memory.train_rows, in_memory.val_rows)
     assert streamed.train_rows + streamed.val_rows == ROWS
-    assert streamed.train_fraud_rate == in_memory.train_fraud_rate
+    assert streamed.train_positive_rate == in_memory.train_positive_rate
     np.testing.assert_allclose(streamed.preprocessor.means, in_memory.preprocessor.means, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(streamed.preprocessor.stds, in_memory.preprocessor.stds, rtol=1e-10)
     assert streamed.preprocessor.vocabularies == in_memory.preprocessor.vocabularies
     # And the in-memory fit is today's: mean and population std of the training rows' features.
     train = frame[~validation_mask(0, ROWS, SEED, VAL_FRACTION)]
-    reference = TransactionsDataModule(frame, 64, VAL_FRACTION, SEED).preprocessor
+    reference = InMemoryDataModule(frame, 64, VAL_FRACTION, SEED).preprocessor
     age = np.log1p(train["account_age_days"].to_numpy(dtype=np.float64))
     assert reference.means[AGE] == pytest.approx(age.mean(), rel=1e-12)
     assert reference.stds[AGE] == pytest.approx(age.std(), rel=1e-12)
@@ -143,7 +143,7 @@ def test_the_shuffle_buffer_holds_at_most_its_capacity_whatever_comes_in() -> No
 
 
 def test_the_size_setting_chooses_the_path(parquet: Path) -> None:
-    assert isinstance(build_datamodule(parquet, 64, VAL_FRACTION, SEED, ROWS, 1024), TransactionsDataModule)
+    assert isinstance(build_datamodule(parquet, 64, VAL_FRACTION, SEED, ROWS, 1024), InMemoryDataModule)
     assert isinstance(build_datamodule(parquet, 64, VAL_FRACTION, SEED, ROWS - 1, 1024), StreamingDataModule)
 
 

@@ -25,7 +25,7 @@ from support import config_flow
 from {{ cookiecutter.package_name }}.errors import TrainingError
 from {{ cookiecutter.package_name }}.lineage import file_md5
 from {{ cookiecutter.package_name }}.training.artifact import load_model
-from {{ cookiecutter.package_name }}.training.model import FraudClassifier
+from {{ cookiecutter.package_name }}.training.model import BinaryClassifier
 from {{ cookiecutter.package_name }}.training.run_state import LAST_CHECKPOINT, resume_point, write_run_state
 from {{ cookiecutter.package_name }}.training.streaming import validation_mask
 
@@ -97,11 +97,17 @@ def _new_runs(workspace: Path, before: dict[str, str]) -> list[str]:
 
 
 def _param_names(config: dict[str, Any], prefix: str = "") -> set[str]:
-    """The config's leaves named as MLflow params: nested keys joined with "/" (an empty mapping names none)."""
+    """The config's leaves named as MLflow params: nested keys joined with "/", a list of mappings by index
+    (`dataset/behaviour/invariance/0/name`), as Lightning flattens them; an empty mapping or list names none."""
     names: set[str] = set()
     for key, value in config.items():
         name = f"{prefix}{key}"
-        names |= _param_names(value, f"{name}/") if isinstance(value, dict) else {name}
+        if isinstance(value, dict):
+            names |= _param_names(value, f"{name}/")
+        elif isinstance(value, list) and all(isinstance(item, dict) for item in value):
+            names |= {n for i, item in enumerate(value) for n in _param_names(item, f"{name}/{i}/")}
+        else:
+            names.add(name)
     return names
 
 
@@ -113,7 +119,7 @@ def test_each_param_is_logged_once_under_its_config_name(trained: Path) -> None:
         params = dict(connection.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
     config = OmegaConf.to_container(OmegaConf.load(trained / "params.yaml"), resolve=True)
     assert isinstance(config, dict)
-    bare = sorted(set(params) & set(inspect.signature(FraudClassifier).parameters))
+    bare = sorted(set(params) & set(inspect.signature(BinaryClassifier).parameters))
     assert not bare, f"the model's arguments are logged a second time under their bare names: {bare}"
     # The composed config, plus the one model argument that the data decides rather than the config.
     assert set(params) == _param_names(config) | {"model/in_features"}

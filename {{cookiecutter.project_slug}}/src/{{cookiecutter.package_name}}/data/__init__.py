@@ -24,12 +24,12 @@ if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ below loads
     from .schema import LABEL_COLUMN as LABEL_COLUMN
     from .schema import TIME_COLUMN as TIME_COLUMN
     from .schema import GoldenSchema as GoldenSchema
-    from .schema import TransactionSchema as TransactionSchema
+    from .schema import RowSchema as RowSchema
 
 _HOMES = {
     ".features": ("CATEGORICAL_FEATURES", "NUMERIC_FEATURES", "derive_features", "slice_masks"),
     ".generate": ("generate_golden", "generate_transactions"),
-    ".schema": ("ID_COLUMN", "LABEL_COLUMN", "TIME_COLUMN", "GoldenSchema", "TransactionSchema"),
+    ".schema": ("ID_COLUMN", "LABEL_COLUMN", "TIME_COLUMN", "GoldenSchema", "RowSchema"),
 }
 
 __all__ = sorted(name for names in _HOMES.values() for name in names)

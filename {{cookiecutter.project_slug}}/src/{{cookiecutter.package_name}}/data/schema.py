@@ -1,12 +1,12 @@
-"""The single definition of a valid transaction row.
+"""The example dataset's row: the single definition of a valid card transaction.
 
-Validation, the golden set and the serving endpoint all derive from
-`TransactionSchema`; change a rule here and all three follow.
+The dataset's place: validation, the golden set and the serving endpoint all derive from
+`RowSchema`; change a rule here and all three follow. The engine reads the roles below
+(`ID_COLUMN`, `TIME_COLUMN` (None when the data has none), `LABEL_COLUMN`) and `RowSchema` /
+`GoldenSchema`; `tools/adopt_data.py` writes this module for another table.
 """
 
 from __future__ import annotations
-
-import functools
 
 import pandas as pd
 import pandera.pandas as pa
@@ -32,11 +32,7 @@ EARLIEST_EVENT = pd.Timestamp("2015-01-01")
 MAX_AMOUNT = 100_000.0
 
 
-# A day of slack for clock skew between the source system and this one.
-FUTURE_SLACK = pd.Timedelta(days=1)
-
-
-class TransactionSchema(pa.DataFrameModel):
+class RowSchema(pa.DataFrameModel):
     """One card transaction, labelled."""
 
     transaction_id: Series[str] = pa.Field(nullable=False, unique=True, str_length={"min_value": 1})
@@ -57,53 +53,7 @@ class TransactionSchema(pa.DataFrameModel):
         coerce = False  # a wrong dtype is an error, not silently cast
 
 
-class GoldenSchema(TransactionSchema):
+class GoldenSchema(RowSchema):
     """A golden-set row: a transaction plus the slice it stands for."""
 
     slice: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1})
-
-
-def as_utc(moment: str | pd.Timestamp) -> pd.Timestamp:
-    """`moment` as a naive UTC timestamp: event times are naive and mean UTC (a naive `moment` too)."""
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
-
-
-def not_in_future(as_of: str | pd.Timestamp) -> pa.Check:
-    """No event after `as_of` (UTC) plus the slack: a built-in check, so its bound is in its statistics.
-
-    The reference is passed in, never read from the clock, so the same rows and the same
-    reference always give the same verdict (and DVC's cached result stays true). A batch file
-    is judged against the time its data was extracted, taken from the config
-    (`data.validation.as_of`) rather than from the data: a file cannot vouch for its own
-    timestamps, and a DVC param that changes reruns validation. A live request is judged
-    against the moment it arrives.
-    """
-    limit = as_utc(as_of) + FUTURE_SLACK
-    return pa.Check.less_than_or_equal_to(limit, error=f"not_in_future({limit})")
-
-
-@functools.lru_cache(maxsize=16)
-def transaction_schema(as_of: str | pd.Timestamp) -> pa.DataFrameSchema:
-    """The transaction schema with the future-time check pinned to `as_of` (built once per reference)."""
-    schema = TransactionSchema.to_schema()
-    checks = [*schema.columns[TIME_COLUMN].checks, not_in_future(as_of)]
-    return schema.update_column(TIME_COLUMN, checks=checks)
-
-
-FEATURE_COLUMNS: tuple[str, ...] = tuple(
-    name for name in TransactionSchema.to_schema().columns if name not in (LABEL_COLUMN,)
-)
-
-
-def _array_type(column: pa.Column) -> str:
-    """The numpy dtype a column travels in as one array: its own, or object for text and closed sets."""
-    kind = str(column.dtype)
-    closed = any(check.name == "isin" for check in column.checks)
-    return kind if kind in ("int64", "float64", "bool", "datetime64[ns]") and not closed else "object"
-
-
-# A request's columns (everything but the label) and the array type each is scored and logged in.
-COLUMN_TYPES: dict[str, str] = {
-    name: _array_type(column) for name, column in TransactionSchema.to_schema().columns.items() if name != LABEL_COLUMN
-}

@@ -1,7 +1,7 @@
 """The schema's checks on Spark, through Pandera's native pyspark.sql backend (`pip install -e '.[spark]'`).
 
 The Spark schema is built from the same `SchemaSpec` the validate stage evaluates with polars
-(`transaction_checks(as_of)`): the dtypes, nullability, strictness, the key and every built-in
+(`row_checks(as_of)`): the dtypes, nullability, strictness, the key and every built-in
 check with its statistics come from `schema.py`, never from a copy here. A check the pyspark
 backend has no built-in for is refused with an error, not skipped.
 
@@ -97,7 +97,7 @@ def _pyspark_backend() -> Iterator[None]:
 
 # ---------------------------------------------------------------- the schema, for Spark
 def spark_schema(spec: SchemaSpec) -> DataFrameSchema:
-    """A `pandera.pyspark` schema with the checks of `spec` (from `transaction_checks(as_of)`, say)."""
+    """A `pandera.pyspark` schema with the checks of `spec` (from `row_checks(as_of)`, say)."""
     with _pyspark_backend():
         return _spark_schema(spec)
 

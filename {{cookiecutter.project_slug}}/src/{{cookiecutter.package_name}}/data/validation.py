@@ -55,6 +55,7 @@ STREAM_FROM_MB = 64.0  # files from this size up are streamed (the stage takes i
 STREAM_BATCH_ROWS = 50_000
 KEY_HASHES_PER_PASS = 16_000_000  # duplicate search on unsorted keys: 8 bytes per row held, this many at a time
 SCHEMA_FILE = Path(__file__).with_name("schema.py")
+ROWS_FILE = Path(__file__).with_name("rows.py")  # what the engine adds to the schema (the time check)
 # Pandera's dtype names -> the polars dtype a column must already have (no coercion: a wrong dtype fails the file).
 POLARS_DTYPES: dict[str, pl.DataType] = {
     "int64": pl.Int64(),
@@ -221,17 +222,17 @@ def decode_statistic(value: Any, time: Callable[[int], Any] = _polars_time) -> A
     return value
 
 
-def transaction_checks(as_of: str | pd.Timestamp, cache: bool = True) -> SchemaSpec:
+def row_checks(as_of: str | pd.Timestamp, cache: bool = True) -> SchemaSpec:
     """The transaction schema's checks with the future-time check pinned to `as_of`, from the cache if fresh."""
-    return _transaction_checks(str(as_of), cache)
+    return _row_checks(str(as_of), cache)
 
 
 @functools.lru_cache(maxsize=16)
-def _transaction_checks(as_of: str, cache: bool) -> SchemaSpec:
+def _row_checks(as_of: str, cache: bool) -> SchemaSpec:
     def schema() -> pa.DataFrameSchema:
-        from .schema import transaction_schema
+        from .rows import row_schema
 
-        return transaction_schema(as_of)
+        return row_schema(as_of)
 
     path = _cache_path(as_of) if cache else None
     if path is not None and path.exists():
@@ -239,7 +240,7 @@ def _transaction_checks(as_of: str, cache: bool) -> SchemaSpec:
             return SchemaSpec.from_json(path.read_text(encoding="utf-8"), pandera_schema=schema)
         except (OSError, ValueError, TypeError):
             pass  # unreadable or from another layout: translate again
-    from .schema import as_utc
+    from .rows import as_utc
 
     spec = schema_spec(schema(), as_of=as_utc(as_of).isoformat() + "Z")
     spec = dataclasses.replace(spec, pandera_schema=schema)
@@ -262,7 +263,7 @@ def _cache_path(as_of: str) -> Path | None:
     if pandera is None or pandera.origin is None:
         return None
     digest = hashlib.md5()
-    for part in (SCHEMA_FILE, Path(__file__), Path(pandera.origin).with_name("_version.py")):
+    for part in (SCHEMA_FILE, ROWS_FILE, Path(__file__), Path(pandera.origin).with_name("_version.py")):
         try:
             digest.update(part.read_bytes())
         except OSError:
@@ -322,7 +323,7 @@ def read_raw(path: str | Path, spec: SchemaSpec | None = None) -> RawTable:
         if suffix == ".parquet":
             return RawTable(pl.read_parquet(path))
         text = pl.read_csv(path, infer_schema=False, encoding="utf8")
-    parsers = _parsers(text.lazy(), spec or transaction_checks(_ANY_AS_OF))
+    parsers = _parsers(text.lazy(), spec or row_checks(_ANY_AS_OF))
     return RawTable(text.with_columns(parse(pl.col(name)).alias(name) for name, parse in parsers.items()), text)
 
 
@@ -790,7 +791,7 @@ def validate_frame(
     never with the clock, so a rerun on the same file and config gives the same verdict.
     """
     raw = _as_raw_table(table)
-    spec = transaction_checks(as_of)
+    spec = row_checks(as_of)
     source = raw.text if raw.text is not None else raw.frame
     plan = _plan(source.lazy(), spec, is_text=raw.text is not None, engine="in-memory")
     valid, bad, increasing = plan.split_in_memory(source)
@@ -895,7 +896,7 @@ def _validate_streamed(
     max_failures_listed: int,
     row_group_size: int,
 ) -> tuple[ValidationResult, dict[str, Any]]:
-    spec = transaction_checks(as_of)
+    spec = row_checks(as_of)
     read_as = _identity(raw_path)
     with _reading(raw_path):
         if suffix == ".parquet":

@@ -4,7 +4,7 @@ For `checks.shadow.window_s`, nginx mirrors every request to the new slot (its a
 client only ever sees the live slot's). nginx logs each request with its body and each mirrored copy
 with the new slot's status, paired by `$request_id`. Then a sample of the mirrored prediction requests
 (at most `max_compared`, spread over the window) is sent to both slots directly and the answers are
-compared row by row: the decision (`is_fraud`, each model at its own threshold) and the score. The new
+compared row by row: the decision (each model at its own threshold) and the score. The new
 slot is switched to only with enough traffic, few failures, and answers within the limits.
 """
 
@@ -117,10 +117,21 @@ def compare_rows(live: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[
     """Per row: (same decision, |score difference|). Rows pair up by position (one request, same order)."""
     if len(live) != len(new):
         raise ValueError(f"{len(live)} rows from the live slot, {len(new)} from the new one")
-    return [
-        (bool(a["is_fraud"]) == bool(b["is_fraud"]), abs(float(a["fraud_probability"]) - float(b["fraud_probability"])))
-        for a, b in zip(live, new, strict=True)
-    ]
+    pairs = [(score_and_decision(a), score_and_decision(b)) for a, b in zip(live, new, strict=True)]
+    return [(old_decision == new_decision, abs(old - new)) for (old, old_decision), (new, new_decision) in pairs]
+
+
+def score_and_decision(row: dict[str, Any]) -> tuple[float, bool]:
+    """A prediction's score (its one number) and decision (its one boolean), whatever the dataset names them.
+
+    The names are the dataset's (conf/dataset `response`) and may differ between the two slots' models, the
+    shapes may not: a prediction is the row's id, one probability and one decision.
+    """
+    decisions = [value for value in row.values() if isinstance(value, bool)]
+    scores = [value for value in row.values() if isinstance(value, float)]
+    if len(decisions) != 1 or len(scores) != 1:
+        raise ValueError(f"a prediction holds one score and one decision, not {sorted(row)}")
+    return scores[0], decisions[0]
 
 
 def replay(

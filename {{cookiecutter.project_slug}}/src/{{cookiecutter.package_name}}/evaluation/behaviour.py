@@ -1,22 +1,37 @@
 """Behavioural checks on the golden set: invariance, directional and minimum functionality.
 
-Each check perturbs real golden rows the way the domain says should (or should
-not) move the score and reports what it observed, by name; the gate judges the
+The checks are declared as data in the dataset's config (`dataset.behaviour` in conf/dataset/):
+each one names the columns it edits and how, so this engine names no column of its own. It edits
+real golden rows the declared way and reports what it observed, by name; the gate judges the
 observations against the limits in conf/gate (one limit per kind of check).
+
+An edit is a mapping of column -> value, where a value is
+- a constant: every row gets it;
+- `{from: COLUMN, at_least: L, multiply: M, add: A}` (each key optional, `from` defaults to the
+  edited column): the row's own value, clipped below at L, times M, plus A;
+- `{from: COLUMN, hour: H}`: the row's timestamp moved to hour H of its day;
+- `{differs_from: COLUMN, choices: [A, B]}`: the first choice that differs from the row's COLUMN.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..data.schema import LABEL_COLUMN, SLICE_COLUMN
+from ..errors import PipelineError
 
 Scorer = Callable[[pd.DataFrame], np.ndarray]
+KINDS = ("invariance", "directional", "minimum_functionality")
+VALUE_KEYS = {"from", "at_least", "multiply", "add", "hour", "differs_from", "choices"}
+
+
+class BehaviourSpecError(PipelineError):
+    """A declared check that cannot be run as written: named, so the fix is in the config."""
 
 
 @dataclasses.dataclass
@@ -30,108 +45,80 @@ class BehaviourResult:
         return dataclasses.asdict(self)
 
 
-def _invariant(
-    name: str, change: Callable[[pd.DataFrame], pd.DataFrame], detail: str
-) -> Callable[[Scorer, pd.DataFrame], BehaviourResult]:
-    """Largest score change from an edit to a column the model reads that should barely matter.
-
-    Edits to columns the model never reads could not fail; these can (an unstable model, a feature
-    that blows up small differences), so the limit in conf/gate is a real bound.
-    """
-
-    def check(score: Scorer, rows: pd.DataFrame) -> BehaviourResult:
-        return BehaviourResult(name, "invariance", float(np.max(np.abs(score(change(rows)) - score(rows)))), detail)
-
-    return check
-
-
-INVARIANCE_CHECKS = (
-    _invariant(
-        "invariance_amount_one_percent",
-        lambda r: r.assign(amount=r["amount"] * 1.01),
-        "spending 1% more must not move any score by more than the limit",
-    ),
-    _invariant(
-        "invariance_account_one_day_older",
-        lambda r: r.assign(account_age_days=r["account_age_days"] + 1),
-        "an account one day older must not move any score by more than the limit",
-    ),
-    _invariant(
-        "invariance_distance_five_percent",
-        lambda r: r.assign(distance_from_home_km=r["distance_from_home_km"] * 1.05),
-        "5% further from home must not move any score by more than the limit",
-    ),
-)
+def _value(rows: pd.DataFrame, column: str, rule: Any, where: str) -> Any:
+    """The new values of `column` for `rows` under one declared rule."""
+    if not isinstance(rule, Mapping):
+        return rule
+    unknown = set(rule) - VALUE_KEYS
+    if unknown:
+        raise BehaviourSpecError(f"{where}: unknown key(s) {sorted(unknown)}; use {sorted(VALUE_KEYS)}")
+    if "differs_from" in rule:
+        other = _column(rows, str(rule["differs_from"]), where).to_numpy()
+        first, second = list(rule["choices"])[:2]
+        return np.where(other == first, second, first)
+    source = _column(rows, str(rule.get("from", column)), where)
+    if "hour" in rule:
+        return source.dt.normalize() + pd.Timedelta(hours=float(rule["hour"]))
+    values = source.astype(np.float64) if "at_least" in rule else source
+    if "at_least" in rule:
+        values = values.clip(lower=float(rule["at_least"]))
+    if "multiply" in rule:
+        values = values * rule["multiply"]
+    if "add" in rule:
+        values = values + rule["add"]
+    return values.astype(source.dtype) if source.dtype.kind in "iu" and values.dtype.kind == "f" else values
 
 
-def _directional(
-    name: str, change: Callable[[pd.DataFrame], pd.DataFrame], detail: str
-) -> Callable[[Scorer, pd.DataFrame], BehaviourResult]:
-    def check(score: Scorer, rows: pd.DataFrame) -> BehaviourResult:
-        share = float(np.mean(score(change(rows)) >= score(rows) - 1e-9))
-        return BehaviourResult(name, "directional", share, detail)
-
-    return check
+def _column(rows: pd.DataFrame, name: str, where: str) -> pd.Series:
+    if name not in rows:
+        raise BehaviourSpecError(f"{where}: no column {name!r} in the golden rows (columns: {', '.join(rows)})")
+    return rows[name]
 
 
-def _minimum_functionality(score: Scorer, rows: pd.DataFrame, threshold: float) -> list[BehaviourResult]:
-    obvious_fraud = rows.assign(
-        amount=rows["amount_avg_30d"] * 40 + 500,
-        card_present=False,
-        txn_count_1h=12,
-        account_age_days=2,
-        merchant_country=np.where(rows["card_country"] == "NG", "BR", "NG"),
-        merchant_category="jewelry",
-        event_time=rows["event_time"].dt.normalize() + pd.Timedelta(hours=3),
-        distance_from_home_km=5000.0,
-    )
-    obvious_legit = rows.assign(
-        amount=rows["amount_avg_30d"].clip(lower=1.0) * 0.5,
-        card_present=True,
-        txn_count_1h=0,
-        account_age_days=3000,
-        merchant_country=rows["card_country"],
-        merchant_category="grocery",
-        event_time=rows["event_time"].dt.normalize() + pd.Timedelta(hours=14),
-        distance_from_home_km=2.0,
-    )
-    flagged = float(np.mean(score(obvious_fraud) >= threshold))
-    cleared = float(np.mean(score(obvious_legit) < threshold))
-    return [
-        BehaviourResult(
-            "mft_obvious_fraud_flagged",
-            "minimum_functionality",
-            flagged,
-            "night, card-not-present, cross-border jewellery at 40x the usual spend on a new account",
-        ),
-        BehaviourResult(
-            "mft_obvious_legit_cleared",
-            "minimum_functionality",
-            cleared,
-            "daytime card-present domestic grocery at half the usual spend on an old account",
-        ),
-    ]
+def edited(rows: pd.DataFrame, edits: Mapping[str, Any], where: str) -> pd.DataFrame:
+    """`rows` with the declared edits applied (each computed from the unedited rows)."""
+    values = {str(column): _value(rows, str(column), rule, f"{where}.{column}") for column, rule in edits.items()}
+    for column in values:
+        _column(rows, column, where)
+    return rows.assign(**values)
 
 
-DIRECTIONAL_CHECKS = (
-    _directional(
-        "directional_more_velocity_more_risk",
-        lambda r: r.assign(txn_count_1h=r["txn_count_1h"] + 5),
-        "five more transactions in the last hour must not lower the score",
-    ),
-    _directional(
-        "directional_card_not_present_more_risk",
-        lambda r: r.assign(card_present=False),
-        "the same purchase without the card present must not look safer",
-    ),
-)
+def _run_check(kind: str, spec: Mapping[str, Any], score: Scorer, rows: pd.DataFrame, threshold: float) -> float:
+    where = f"dataset.behaviour.{kind}.{spec.get('name', '?')}"
+    changed = edited(rows, spec.get("set") or {}, where)
+    if kind == "invariance":
+        return float(np.max(np.abs(score(changed) - score(rows))))
+    if kind == "directional":
+        expect = spec.get("expect")
+        if expect not in ("up", "down"):
+            raise BehaviourSpecError(f"{where}: expect must be up or down, got {expect!r}")
+        before, after = score(rows), score(changed)
+        moved_right = after >= before - 1e-9 if expect == "up" else after <= before + 1e-9
+        return float(np.mean(moved_right))
+    expect = spec.get("expect")
+    if expect not in ("positive", "negative"):
+        raise BehaviourSpecError(f"{where}: expect must be positive or negative, got {expect!r}")
+    flagged = score(changed) >= threshold
+    return float(np.mean(flagged if expect == "positive" else ~flagged))
 
 
 def behavioural_checks(
-    score: Scorer, golden: pd.DataFrame, threshold: float, sample: int = 2000, seed: int = 0
+    score: Scorer,
+    golden: pd.DataFrame,
+    threshold: float,
+    declared: Mapping[str, Sequence[Mapping[str, Any]]],
+    sample: int = 2000,
+    seed: int = 0,
 ) -> list[BehaviourResult]:
+    """Run every declared check on a seeded sample of golden rows (without the label and slice)."""
+    unknown = set(declared) - set(KINDS)
+    if unknown:
+        raise BehaviourSpecError(f"dataset.behaviour: unknown kind(s) {sorted(unknown)}; use {', '.join(KINDS)}")
     rows = golden.drop(columns=[LABEL_COLUMN, SLICE_COLUMN], errors="ignore")
     rows = rows.sample(n=min(sample, len(rows)), random_state=seed).reset_index(drop=True)
-    results = [check(score, rows) for check in (*INVARIANCE_CHECKS, *DIRECTIONAL_CHECKS)]
-    results += _minimum_functionality(score, rows, threshold)
+    results = []
+    for kind in KINDS:
+        for spec in declared.get(kind) or ():
+            observed = _run_check(kind, spec, score, rows, threshold)
+            results.append(BehaviourResult(str(spec["name"]), kind, observed, str(spec.get("detail", ""))))
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,8 +67,10 @@ def measure_latency(
     }
 
 
-def evaluate(model: ScoringModel, golden: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
-    """(metrics report, per-row predictions, plot data) for `model` on `golden`."""
+def evaluate(
+    model: ScoringModel, golden: pd.DataFrame, behaviour: Mapping[str, Any]
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """(metrics report, per-row predictions, plot data) for `model` on `golden`; `behaviour`: the declared checks."""
     labels = golden[LABEL_COLUMN].to_numpy()
     scores = model.predict_proba(golden)
     if not np.isfinite(scores).all():
@@ -77,13 +80,13 @@ def evaluate(model: ScoringModel, golden: pd.DataFrame) -> tuple[dict[str, Any],
         for name, mask in slice_masks(golden).items()
         if name != "overall" and mask.any()
     }
-    behaviour = behavioural_checks(model.predict_proba, golden, model.threshold)
+    results = behavioural_checks(model.predict_proba, golden, model.threshold, behaviour)
     report = {
         "overall": classification_metrics(labels, scores, model.threshold),
         "threshold": model.threshold,
         "slices": slices,
         "latency": measure_latency(model, golden.drop(columns=[LABEL_COLUMN]).head(4096)),
-        "behavioural": {check.name: check.as_dict() for check in behaviour},
+        "behavioural": {check.name: check.as_dict() for check in results},
     }
     predictions = pd.DataFrame(
         {

@@ -31,6 +31,11 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
         "accuracy": float((predicted == labels.astype(bool)).mean()) if len(labels) else math.nan,
         "brier": float(np.mean((scores - labels) ** 2)) if len(labels) else math.nan,
     }
+    if positives and negatives:
+        # Against always predicting these rows' own base rate (Brier p(1-p)): 0 is no better than that,
+        # 1 is perfect. A raw Brier limit means little across datasets; this one means the same anywhere.
+        base_rate = positives / len(labels)
+        result["brier_skill"] = 1.0 - result["brier"] / (base_rate * (1.0 - base_rate))
     if positives:
         result["recall"] = float(predicted[labels == 1].mean())
     if negatives:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data.schema import COLUMN_TYPES, TIME_COLUMN
+from ..data.rows import COLUMN_TYPES
+from ..data.schema import TIME_COLUMN
 from .record import FEATURE_COLUMNS, LOG_GLOB, SCORE_COLUMN
 from .record import TIME_COLUMN as LOGGED_AT
 
@@ -41,9 +42,10 @@ class Limits:
 
 
 def monitored_features(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The model's inputs as the monitor compares them: the event time as its hour of day."""
+    """The model's inputs as the monitor compares them: the event time (if the data has one) as its hour of day."""
     features = {name: frame[name].to_numpy() for name in FEATURE_COLUMNS if name != TIME_COLUMN}
-    features[HOUR_FEATURE] = pd.to_datetime(frame[TIME_COLUMN]).dt.hour.to_numpy()
+    if TIME_COLUMN is not None:
+        features[HOUR_FEATURE] = pd.to_datetime(frame[TIME_COLUMN]).dt.hour.to_numpy()
     return features
 
 

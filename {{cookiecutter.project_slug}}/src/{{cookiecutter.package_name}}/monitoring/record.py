@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..data.schema import COLUMN_TYPES, ID_COLUMN
+from ..data.rows import COLUMN_TYPES
+from ..data.schema import ID_COLUMN
 
 MONITOR_NAME = "predictions"
 FEATURE_COLUMNS = tuple(name for name in COLUMN_TYPES if name != ID_COLUMN)  # what the model reads
-SCORE_COLUMN = "fraud_probability"
+SCORE_COLUMN = "score"
 MODEL_COLUMN = "model"
 TIME_COLUMN = "timestamp"
 LOG_GLOB = "*/data/data.*.log*"  # under the log dir, any monitor name

@@ -30,19 +30,19 @@ def _fmt(value: Any, digits: int = 4) -> str:
 TEMPLATES.filters["fmt"] = _fmt
 
 
-def front_matter(model_name: str, license_id: str, metrics: dict[str, Any], golden_md5: str) -> str:
+def front_matter(model_name: str, license_id: str, metrics: dict[str, Any], golden_md5: str, task: str) -> str:
     """Hugging Face model-card metadata, with a model-index of the golden-set results."""
     document = {
         "license": license_id.lower(),
         "library_name": "pytorch",
         "pipeline_tag": "tabular-classification",
-        "tags": ["tabular-classification", "fraud-detection", "dvc", "mlflow", "bentoml"],
+        "tags": ["tabular-classification", "dvc", "mlflow", "bentoml"],
         "model-index": [
             {
                 "name": model_name,
                 "results": [
                     {
-                        "task": {"type": "tabular-classification", "name": "Fraud detection"},
+                        "task": {"type": "tabular-classification", "name": task},
                         "dataset": {"type": "golden-set", "name": "Golden set", "revision": golden_md5},
                         "metrics": [
                             {"type": name, "name": name, "value": round(float(metrics[name]), 6)}
@@ -108,7 +108,7 @@ def plots(plots_dir: Path, metrics: dict[str, Any]) -> dict[str, str]:
             "o-",
             color="#1a7f37",
         )
-        ax.set(xlabel="mean predicted probability", ylabel="observed fraud rate", title="Calibration")
+        ax.set(xlabel="mean predicted probability", ylabel="observed positive rate", title="Calibration")
 
     def slices(ax: Any) -> None:
         names = [n for n, m in metrics["slices"].items() if "recall" in m]
@@ -151,6 +151,15 @@ def _slice_rows(metrics: dict[str, Any], gate: dict[str, Any]) -> list[dict[str,
     return rows
 
 
+def _champion_description(champion: dict[str, Any]) -> str:
+    if not champion:
+        return "none yet (thresholds only)"
+    found = f"{champion['source']} {champion['reference']}"
+    if champion.get("comparable") is False:
+        return f"{found}, trained on another dataset or feature set: not compared (thresholds only)"
+    return found
+
+
 def render_card(context: dict[str, Any], plots_dir: Path) -> tuple[str, str]:
     """(Markdown, HTML) of the card. `context` carries the model, its lineage and the stage reports."""
     from markdown_it import MarkdownIt
@@ -161,16 +170,18 @@ def render_card(context: dict[str, Any], plots_dir: Path) -> tuple[str, str]:
     values = {
         **context,
         "front_matter": front_matter(
-            context["model_name"], context["license"], metrics["overall"], context["golden_md5"]
+            context["model_name"],
+            context["license"],
+            metrics["overall"],
+            context["golden_md5"],
+            context["card"]["task"],
         ),
         "overall_rows": [
             {"name": name, "candidate": _fmt(metrics["overall"][name]), "champion": _fmt(champion_metrics.get(name))}
             for name in CARD_METRICS
             if name in metrics["overall"]
         ],
-        "champion_description": (
-            f"{champion['source']} {champion['reference']}" if champion else "none yet (thresholds only)"
-        ),
+        "champion_description": _champion_description(champion),
         "slice_rows": _slice_rows(metrics, gate),
         "behavioural": list(metrics.get("behavioural", {}).values()),
         "environment_line": ", ".join(f"{k} {v}" for k, v in context["environment"].items()),

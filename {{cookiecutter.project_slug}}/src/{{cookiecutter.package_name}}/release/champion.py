@@ -47,6 +47,7 @@ class Champion:
     score: Callable[[pd.DataFrame], np.ndarray]
     threshold: float
     model_md5: str | None = None
+    signature: str | None = None  # the feature signature it was trained under (None: unknown layout)
 
     def describe(self) -> dict[str, str | None]:
         return {
@@ -70,7 +71,9 @@ def resolve_champion(cfg: DictConfig, candidate_md5: str) -> Champion | None:
     return from_git(str(cfg.paths.model), str(cfg.gate.champion.rev), candidate_md5)
 
 
-def _load_scoring(data: bytes, expected_md5: str | None, where: str) -> tuple[Callable[..., np.ndarray], float]:
+def _load_scoring(
+    data: bytes, expected_md5: str | None, where: str
+) -> tuple[Callable[..., np.ndarray], float, str | None]:
     from ..training.artifact import load_model
 
     actual = hashlib.md5(data).hexdigest()
@@ -80,7 +83,7 @@ def _load_scoring(data: bytes, expected_md5: str | None, where: str) -> tuple[Ca
         model = load_model(data)
     except (ValueError, RuntimeError, KeyError) as error:
         raise ChampionError(f"champion {where} is not a loadable model artifact: {error}") from error
-    return model.predict_proba, model.threshold
+    return model.predict_proba, model.threshold, model.signature
 
 
 def from_registry(cfg: DictConfig) -> Champion | None:
@@ -120,8 +123,8 @@ def from_registry(cfg: DictConfig) -> Champion | None:
             f"the model registry could not be read ({name}@champion at {location}): {reason}"
         ) from error
     md5 = model_version.tags.get("model_md5")
-    score, threshold = _load_scoring(data, md5, f"{name} v{version}")
-    return Champion("registry", f"{name} v{version}", location, score, threshold, md5)
+    score, threshold, signature = _load_scoring(data, md5, f"{name} v{version}")
+    return Champion("registry", f"{name} v{version}", location, score, threshold, md5, signature)
 
 
 def _git(*args: str) -> str | None:
@@ -167,8 +170,8 @@ def from_git(model_path: str, rev: str, candidate_md5: str) -> Champion | None:
             f"the champion {model_path}@{name} ({md5}) cannot be fetched: {type(error).__name__}: {error} "
             "(is the DVC remote reachable and was the model pushed?)"
         ) from error
-    score, threshold = _load_scoring(data, md5, f"{model_path}@{name}")
-    return Champion("git", f"{name}@{sha[:12]}", "git and the DVC remote", score, threshold, md5)
+    score, threshold, signature = _load_scoring(data, md5, f"{model_path}@{name}")
+    return Champion("git", f"{name}@{sha[:12]}", "git and the DVC remote", score, threshold, md5, signature)
 
 
 def _pinned_md5(sha: str, model_path: str) -> str | None:

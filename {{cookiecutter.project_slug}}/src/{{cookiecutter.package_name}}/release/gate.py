@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 LOWER_IS_BETTER = {"brier", "log_loss", "false_positive_rate"}
 RANKING_METRICS = ("roc_auc", "pr_auc")
 ONE_CLASS_METRICS = ("recall", "false_positive_rate")
+NOT_COMPARABLE = "not compared with the champion"
 FIRST_RELEASE = "first release: the rev pins no model and the registry has no `champion` alias"
 BOOTSTRAP_CHUNK = 100  # resamples scored at once: bounds memory to a few chunk x rows arrays
 
@@ -54,12 +55,14 @@ def threshold_checks(overall: dict[str, Any], thresholds: DictConfig) -> list[Ch
     for metric, bounds in OmegaConf.to_container(thresholds).items():  # type: ignore[union-attr]
         if metric not in overall:
             raise GateConfigError(
-                f"gate.thresholds names metric {metric!r}, which metrics.json does not have "
+                f"dataset.thresholds names metric {metric!r}, which metrics.json does not have "
                 f"(known: {', '.join(sorted(k for k, v in overall.items() if _finite(v)))})"
             )
         unknown = set(bounds) - {"min", "max"}
         if unknown:
-            raise GateConfigError(f"gate.thresholds.{metric}: unknown bound(s) {sorted(unknown)}; use min and/or max")
+            raise GateConfigError(
+                f"dataset.thresholds.{metric}: unknown bound(s) {sorted(unknown)}; use min and/or max"
+            )
         value = overall[metric]
         for bound, limit in bounds.items():
             if not _finite(value):
@@ -196,8 +199,9 @@ def slice_check(name: str, candidate: Scored, champion: Scored, regression: Dict
     else:
         passed = not bool(regression.unjudged_slice_fails)
         reason = (
-            f"not judged: {positives} fraud and {negatives} legit rows; an AUC needs >= {min_rows} rows with "
-            f">= {min_class} of each class, an all-fraud slice >= {min_class} rows, an all-legit one >= {min_rows}; "
+            f"not judged: {positives} positive and {negatives} negative rows; an AUC needs >= {min_rows} rows "
+            f"with >= {min_class} of each class, an all-positive slice >= {min_class} rows, an all-negative one "
+            f">= {min_rows}; "
             f"gate.regression.unjudged_slice_fails={bool(regression.unjudged_slice_fails)}"
         )
         return Check(f"no_regression[{name}]", passed, None, None, reason, judged=False)
@@ -293,13 +297,32 @@ def _champion_lookup(cfg: DictConfig, model_md5: str) -> tuple[Champion | None, 
     return champion, Check("champion_lookup", True, found, None, detail)
 
 
+def comparability_check(champion: Champion) -> Check:
+    """Whether the champion reads rows as the candidate does (same feature signature), so they can be compared.
+
+    A first model on another dataset or feature set has no comparable champion: the gate then judges the
+    thresholds, behaviour and latency alone, and says so here (and so in the PR comment and the model card).
+    """
+    from ..training.preprocessing import feature_signature
+
+    ours, theirs = feature_signature(), champion.signature
+    if theirs == ours:
+        return Check("champion_comparable", True, ours[:12], ours[:12], "same dataset and feature set: compared")
+    detail = (
+        f"{NOT_COMPARABLE}: the champion was trained on another dataset or feature set (feature signature "
+        f"{(theirs or 'unknown')[:12]}, the candidate's {ours[:12]}); this is the first model on this data, "
+        "judged on thresholds, behaviour and latency alone"
+    )
+    return Check("champion_comparable", True, (theirs or "unknown")[:12], ours[:12], detail, judged=False)
+
+
 def run_gate(cfg: DictConfig) -> dict[str, Any]:
     """Judge the candidate; return the reports/gate.json document."""
     from ..lineage import file_md5
 
     reports = Path(cfg.paths.reports)
     metrics = _read_json(reports / "metrics.json")
-    checks = threshold_checks(metrics["overall"], cfg.gate.thresholds)
+    checks = threshold_checks(metrics["overall"], cfg.dataset.thresholds)
     checks.append(latency_check(metrics.get("latency", {}), cfg.gate))
     checks += behavioural_gate_checks(metrics.get("behavioural", {}), cfg.gate.behavioural)
     model_md5 = file_md5(cfg.paths.model)
@@ -307,6 +330,12 @@ def run_gate(cfg: DictConfig) -> dict[str, Any]:
     champion_doc: dict[str, Any] | None = None
     champion, lookup = _champion_lookup(cfg, model_md5)
     checks.append(lookup)
+    if champion is not None:
+        comparable = comparability_check(champion)
+        checks.append(comparable)
+        if not comparable.judged:
+            champion_doc = {**champion.describe(), "comparable": False}
+            champion = None
     if champion is not None:
         from ..data import slice_masks
         from ..data.schema import LABEL_COLUMN
@@ -323,9 +352,10 @@ def run_gate(cfg: DictConfig) -> dict[str, Any]:
         )
         champion_doc = {
             **champion.describe(),
+            "comparable": True,
             "metrics": {m: metric_value(m, labels, champion_scores) for m in RANKING_METRICS},
         }
-    checks.append(slice_coverage(metrics, list(cfg.gate.slices)))
+    checks.append(slice_coverage(metrics, list(cfg.dataset.slices)))
     checks += _unjudged_slices(metrics, checks)
     return {
         "passed": all(check.passed for check in checks),
@@ -336,7 +366,7 @@ def run_gate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def slice_coverage(metrics: dict[str, Any], curated: list[str]) -> Check:
-    """Every curated slice (conf/gate `slices`) reached metrics.json, so the gate judges each one.
+    """Every curated slice (conf/dataset `slices`) reached metrics.json, so the gate judges each one.
 
     Evaluation reports the slices it finds in the golden set: one missing there would otherwise go unnoticed.
     """
@@ -351,7 +381,7 @@ def _unjudged_slices(metrics: dict[str, Any], checks: list[Check]) -> list[Check
     named = " ".join(check.name for check in checks)
     missing = sorted(set(metrics.get("slices", {})) - {"overall"})
     return [
-        Check(f"no_regression[{name}]", True, None, None, "not judged: no champion to compare with", judged=False)
+        Check(f"no_regression[{name}]", True, None, None, "not judged: no comparable champion", judged=False)
         for name in missing
         if f"[{name}]" not in named
     ]

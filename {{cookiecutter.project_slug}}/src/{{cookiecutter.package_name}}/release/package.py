@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -20,7 +21,15 @@ from ..evaluation.evaluate import load_golden
 from ..files import read_document, write_atomically
 from ..lineage import environment, file_md5, git_commit
 from ..serving import BENTO_MODEL_LABEL
-from ..serving.api import EXAMPLE_FILE, MODEL_FILE, MODEL_NAME, SERVE_FILE, score_body
+from ..serving.api import (
+    EXAMPLE_FILE,
+    MODEL_FILE,
+    MODEL_NAME,
+    SERVE_FILE,
+    ResponseShape,
+    score_body,
+    shape_of,
+)
 from ..training.artifact import ScoringModel, load_model
 from ..training.tracking import close_stale_runs
 from .card import render_card
@@ -66,20 +75,32 @@ def check_approval(gate: dict[str, Any], files: dict[str, Path]) -> dict[str, st
 
 
 def request_body(rows: pd.DataFrame) -> dict[str, Any]:
-    """A POST /predict body for `rows` (JSON-ready: timestamps as ISO strings)."""
+    """A POST /predict body for `rows` (JSON-ready: timestamps as ISO strings, a missing value as null)."""
     records = rows.drop(columns=[LABEL_COLUMN, SLICE_COLUMN], errors="ignore").to_dict(orient="records")
-    return {
-        "transactions": [
-            {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in r.items()} for r in records
-        ]
-    }
+    return {"transactions": [{k: _json_value(v) for k, v in r.items()} for r in records]}
 
 
-def smoke_requests(model: ScoringModel, golden: pd.DataFrame, model_tag: str) -> dict[str, Any]:
+def _json_value(value: Any) -> Any:
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, float) and math.isnan(value):
+        return None  # JSON has no NaN: a null the schema allows is how a request says "missing"
+    return value
+
+
+def served_shape(cfg: DictConfig) -> ResponseShape:
+    """The served response's shape from conf/dataset `response`; bad names stop the stage before it creates anything."""
+    try:
+        return shape_of(OmegaConf.to_container(cfg.dataset.response))  # type: ignore[arg-type]
+    except ValueError as error:
+        raise PackageError(str(error)) from None
+
+
+def smoke_requests(model: ScoringModel, golden: pd.DataFrame, model_tag: str, shape: ResponseShape) -> dict[str, Any]:
     """Golden rows with the answers this model must give: what a new slot is checked with before it takes traffic."""
     rows = golden.groupby(SLICE_COLUMN, group_keys=False).head(2).head(SMOKE_ROWS)
     body = request_body(rows)
-    expected = score_body(model, body, model_tag).model_dump()
+    expected = score_body(model, body, model_tag, shape).model_dump()
     return {"atol": 1e-6, "requests": [{"path": "/predict", "body": body, "expected": expected}]}
 
 
@@ -208,7 +229,8 @@ def card_context(
         "data": model.metadata.get("data", {}),
         "train_rows": model.metadata.get("train_rows", 0),
         "val_rows": model.metadata.get("val_rows", 0),
-        "train_fraud_rate": model.metadata.get("train_fraud_rate", 0.0),
+        "train_positive_rate": model.metadata.get("train_positive_rate", 0.0),
+        "card": OmegaConf.to_container(cfg.dataset.card),
         "golden_path": cfg.paths.golden,
         "golden_md5": gate["candidate"]["golden_md5"],
         "golden_rows": len(golden),
@@ -233,6 +255,7 @@ def package(cfg: DictConfig) -> dict[str, Any]:
     hashes = check_approval(gate, {"model": model_path, "golden": Path(cfg.paths.golden)})
     model = load_model(model_path)
     golden = load_golden(cfg.paths.golden)
+    shape = served_shape(cfg)
     recover(cfg, reports)  # every input checked: only now may anything be deleted
     lineage = training_run(cfg, hashes["model"])
     commit = git_commit()
@@ -256,10 +279,14 @@ def package(cfg: DictConfig) -> dict[str, Any]:
         metadata={"model_md5": hashes["model"], "gate_passed": True, "metrics": gate["candidate"]["metrics"]},
     )
     (BENTO_DIR / SMOKE_FILE).write_text(
-        json.dumps(smoke_requests(model, golden, model_tag), indent=1), encoding="utf-8"
+        json.dumps(smoke_requests(model, golden, model_tag, shape), indent=1), encoding="utf-8"
     )
     (BENTO_DIR / CARD_FILE).write_text(bento_card, encoding="utf-8")
-    serve_config = {**OmegaConf.to_container(cfg.serve), "model_tag": model_tag}  # type: ignore[dict-item]
+    serve_config = {
+        **OmegaConf.to_container(cfg.serve),  # type: ignore[dict-item]
+        "model_tag": model_tag,
+        "response": shape.names.model_dump(),
+    }
     (BENTO_DIR / SERVE_FILE).write_text(json.dumps(serve_config), encoding="utf-8")
     bento_tag = str(build_bento(journal.bento_tag, {**labels, BENTO_MODEL_LABEL: model_tag}).tag)
     version = register_challenger(

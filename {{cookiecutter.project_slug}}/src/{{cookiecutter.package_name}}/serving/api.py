@@ -2,7 +2,7 @@
 
 Pandera costs ~10 ms a call whatever the batch size, more than the model and
 HTTP together, so requests are validated by a strict pydantic model generated
-from `TransactionSchema` (types, ranges, allowed values, string lengths), and
+from `RowSchema` (types, ranges, allowed values, string lengths), and
 the schema's custom checks run once per request over the whole column. A
 validated request becomes one array per column, then one float32 matrix, with
 the same feature code training used (`Preprocessor.transform_columns`): no
@@ -11,16 +11,19 @@ DataFrame on the request path.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from ..data.schema import COLUMN_TYPES, ID_COLUMN, LABEL_COLUMN, TIME_COLUMN, TransactionSchema, not_in_future
+from ..data.rows import COLUMN_TYPES, not_in_future
+from ..data.schema import ID_COLUMN, LABEL_COLUMN, TIME_COLUMN, RowSchema
 from ..monitoring.record import PredictionLogSettings
 
 if TYPE_CHECKING:  # torch is imported by the worker that loads the model, not by every importer
@@ -33,6 +36,23 @@ EXAMPLE_FILE = "example.json"
 SERVE_FILE = "serve.json"  # conf/serve plus the model tag, written into the bento by the package stage
 # A string column the schema leaves unbounded still gets a cap: request bodies are untrusted.
 MAX_STRING_LENGTH = 256
+
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ResponseNames(BaseModel):
+    """conf/dataset `response`: the names of a served prediction's fields besides the row's id."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    score: str = Field(pattern=IDENTIFIER)  # the positive-class probability
+    decision: str = Field(pattern=IDENTIFIER)  # the score at or above the model's threshold
+
+    @model_validator(mode="after")
+    def distinct(self) -> ResponseNames:
+        if len({self.score, self.decision, ID_COLUMN}) < 3:
+            raise ValueError(f"dataset.response: score, decision and the id column {ID_COLUMN!r} need three names")
+        return self
 
 
 class ServeSettings(BaseModel):
@@ -52,6 +72,7 @@ class ServeSettings(BaseModel):
     timeout_s: int = Field(ge=1)
     tracing_excluded_urls: list[str]
     prediction_log: PredictionLogSettings
+    response: ResponseNames
 
 
 def load_serve_settings(path: Path) -> ServeSettings:
@@ -109,10 +130,12 @@ def _field_for(column: Any) -> tuple[Any, Any]:
         constraints["max_length"] = min(constraints.get("max_length", MAX_STRING_LENGTH), MAX_STRING_LENGTH)
     if str(column.dtype).startswith("datetime64"):
         constraints.setdefault("lt", dt.datetime(2262, 1, 1))  # beyond this, datetime64[ns] overflows
+    if column.nullable:  # a null the schema allows is sent as JSON null and scored as missing
+        return annotation | None, Field(**constraints)
     return annotation, Field(**constraints)
 
 
-SCHEMA_COLUMNS = {name: c for name, c in TransactionSchema.to_schema().columns.items() if name != LABEL_COLUMN}
+SCHEMA_COLUMNS = {name: c for name, c in RowSchema.to_schema().columns.items() if name != LABEL_COLUMN}
 # Strict: "12.5" is not a number, "yes"/"off"/1 are not booleans, 3.5 is not an int (JSON bodies).
 Transaction = create_model(  # type: ignore[call-overload]
     "Transaction",
@@ -142,10 +165,12 @@ def custom_check_failures(rows: Sequence[Any], limit: int = 10) -> list[str]:
     problems = []
     # A live request's events may not be later than the moment it arrives (plus the schema's slack):
     # the bound of the schema's own check, compared over the column.
-    latest = (not_in_future(dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()).statistics or {})["max_value"]
-    times = np.array([getattr(row, TIME_COLUMN) for row in rows], dtype=COLUMN_TYPES[TIME_COLUMN])
-    late = np.flatnonzero(times > np.datetime64(latest))[:limit]
-    problems += [f"transactions.{row}.{TIME_COLUMN}: fails not_in_future" for row in late]
+    if TIME_COLUMN is not None:
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()
+        latest = (not_in_future(now).statistics or {})["max_value"]
+        times = np.array([getattr(row, TIME_COLUMN) for row in rows], dtype=COLUMN_TYPES[TIME_COLUMN])
+        late = np.flatnonzero(times > np.datetime64(latest))[:limit]
+        problems += [f"transactions.{row}.{TIME_COLUMN}: fails not_in_future" for row in late]
     for column, check in CUSTOM_CHECKS:
         values = np.array([getattr(row, column) for row in rows], dtype=COLUMN_TYPES[column])
         passed = np.asarray(check._check_fn(values), dtype=bool)
@@ -170,42 +195,64 @@ def request_model(max_rows: int) -> type[BaseModel]:
     return PredictRequest
 
 
-class Prediction(BaseModel):
-    transaction_id: str
-    fraud_probability: float
-    is_fraud: bool
+@dataclasses.dataclass(frozen=True)
+class ResponseShape:
+    """A prediction and a /predict response with the dataset's field names: built once per set of names."""
+
+    names: ResponseNames
+    prediction: type[BaseModel]
+    response: type[BaseModel]
+
+    def predictions(self, ids: list[Any], probabilities: list[float], threshold: float) -> list[BaseModel]:
+        score, decision, build = self.names.score, self.names.decision, self.prediction.model_construct
+        return [
+            build(**{ID_COLUMN: i, score: p, decision: p >= threshold}) for i, p in zip(ids, probabilities, strict=True)
+        ]
 
 
-class PredictResponse(BaseModel):
-    predictions: list[Prediction]
-    model: str
+@functools.lru_cache(maxsize=8)
+def response_shape(names: ResponseNames) -> ResponseShape:
+    fields: dict[str, Any] = {ID_COLUMN: (str, ...), names.score: (float, ...), names.decision: (bool, ...)}
+    prediction = create_model("Prediction", **fields)
+    response = create_model("PredictResponse", predictions=(list[prediction], ...), model=(str, ...))  # type: ignore[valid-type]
+    return ResponseShape(names, prediction, response)
+
+
+def shape_of(names: Mapping[str, Any]) -> ResponseShape:
+    """The shape for conf/dataset `response` given as plain data; bad names are one ValueError line."""
+    try:
+        return response_shape(ResponseNames.model_validate(dict(names)))
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'names'}: {e['msg']}" for e in error.errors())
+        raise ValueError(f"dataset.response: {problems}") from None
 
 
 # Called with the request's columns and scores once they are known (the prediction log).
 ScoreHook = Callable[[dict[str, np.ndarray], np.ndarray], None]
 
 
-def score_rows(model: ScoringModel, rows: Sequence[Any], on_scored: ScoreHook | None = None) -> list[Prediction]:
+def score_rows(
+    model: ScoringModel, rows: Sequence[Any], shape: ResponseShape, on_scored: ScoreHook | None = None
+) -> list[BaseModel]:
     """Validated rows -> predictions: the one place that turns scores into what clients see."""
     columns = to_columns(rows)
     probabilities = model.predict_proba_columns(columns)
     if on_scored is not None:
         on_scored(columns, probabilities)
-    return [
-        Prediction.model_construct(transaction_id=tid, fraud_probability=float(p), is_fraud=bool(p >= model.threshold))
-        for tid, p in zip(columns[ID_COLUMN].tolist(), probabilities.tolist(), strict=True)
-    ]
+    return shape.predictions(columns[ID_COLUMN].tolist(), probabilities.tolist(), model.threshold)
 
 
 def predict_rows(
-    model: ScoringModel, rows: Sequence[Any], model_tag: str, on_scored: ScoreHook | None = None
-) -> PredictResponse:
+    model: ScoringModel, rows: Sequence[Any], model_tag: str, shape: ResponseShape, on_scored: ScoreHook | None = None
+) -> BaseModel:
     """The /predict response for validated rows."""
-    return PredictResponse.model_construct(predictions=score_rows(model, rows, on_scored), model=model_tag)
+    return shape.response.model_construct(predictions=score_rows(model, rows, shape, on_scored), model=model_tag)
 
 
-def score_body(model: ScoringModel, body: bytes | str | dict[str, Any], model_tag: str) -> PredictResponse:
+def score_body(
+    model: ScoringModel, body: bytes | str | dict[str, Any], model_tag: str, shape: ResponseShape
+) -> BaseModel:
     """Validate a JSON body exactly as the service does, then score it (smoke answers, benchmarks)."""
     raw = json.dumps(body) if isinstance(body, dict) else body
     request = request_model(1_000_000).model_validate_json(raw)
-    return predict_rows(model, request.transactions, model_tag)  # type: ignore[attr-defined]
+    return predict_rows(model, request.transactions, model_tag, shape)  # type: ignore[attr-defined]

@@ -29,13 +29,12 @@ from .api import (
     EXAMPLE_FILE,
     MODEL_FILE,
     SERVICE_NAME,
-    Prediction,
-    PredictResponse,
     ScoreHook,
     ServeSettings,
     load_serve_settings,
     predict_rows,
     request_model,
+    response_shape,
     score_rows,
 )
 
@@ -54,6 +53,7 @@ JSON_TYPES = (b"application/json",)
 shadow_copy: ContextVar[bool] = ContextVar("shadow_copy", default=False)
 SHADOW = SHADOW_HEADER.lower().encode()
 Result = TypeVar("Result")
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 class RequestGuard:
@@ -249,7 +249,23 @@ def build_service(settings_path: Path) -> Any:
     return _service_class(settings, request_model(settings.max_rows_per_request))
 
 
+def returning(annotation: Any) -> Callable[[Handler], Handler]:
+    """Give a handler a return annotation built at run time: BentoML reads the response's OpenAPI schema from it.
+
+    The response's field names come from the settings (conf/dataset `response`), so its class is made when
+    the service is, not written in this module.
+    """
+
+    def annotate(handler: Handler) -> Handler:
+        handler.__annotations__["return"] = annotation
+        return handler
+
+    return annotate
+
+
 def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
+    shape = response_shape(settings.response)
+
     @bentoml.service(
         name=SERVICE_NAME,
         workers=settings.workers,
@@ -259,7 +275,7 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
         logging={"access": {"enabled": False}},
         tracing={"excluded_urls": settings.tracing_excluded_urls},
     )
-    class FraudDetector:
+    class ModelService:
         # The exact version this bento was built with: an old bento must keep serving its own model
         # (a rollback) even when newer versions sit in the model store.
         model_ref = bentoml.models.BentoModel(settings.model_tag)
@@ -274,7 +290,7 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
             self.pool = anyio.CapacityLimiter(settings.threads)  # binds to the event loop at its first use
             example = Path(self.model_ref.path_of(EXAMPLE_FILE)).read_bytes()
             # Warm-up through the request path; /readyz waits for it to succeed.
-            predict_rows(self.model, request.model_validate_json(example).transactions, self.tag)
+            predict_rows(self.model, request.model_validate_json(example).transactions, self.tag, shape)
             # After the warm-up: the log holds served traffic only.
             self.log = prediction_log(settings, self.tag)
             # What is alive now (modules, the model, BentoML) lives as long as the process: frozen, it is
@@ -291,11 +307,12 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
             return await score_off_loop_if_large(score, rows, settings.inline_max_rows, self.pool)
 
         @bentoml.api(route="/predict", input_spec=request)
-        async def predict(self, transactions: list[Any]) -> PredictResponse:
-            """Score 1..max_rows_per_request transactions in one request."""
+        @returning(shape.response)
+        async def predict(self, transactions: list[Any]) -> Any:
+            """Score 1..max_rows_per_request rows in one request."""
             on_scored = None if shadow_copy.get() else self.log
             return await self.off_loop_if_large(
-                lambda: predict_rows(self.model, transactions, self.tag, on_scored), len(transactions)
+                lambda: predict_rows(self.model, transactions, self.tag, shape, on_scored), len(transactions)
             )
 
         @bentoml.api(
@@ -305,7 +322,8 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
             max_batch_size=settings.max_batch_size,
             max_latency_ms=settings.max_latency_ms,
         )
-        async def predict_batched(self, transactions: list[Any]) -> list[Prediction]:
+        @returning(list[shape.prediction])  # type: ignore[name-defined]
+        async def predict_batched(self, transactions: list[Any]) -> Any:
             """Adaptive batching: rows of concurrent requests scored in one model call.
 
             Each request is validated on its own before it joins a batch, so a bad row fails only
@@ -313,9 +331,9 @@ def _service_class(settings: ServeSettings, request: type[Any]) -> Any:
             copies sent here are logged like the rest.
             """
             return await self.off_loop_if_large(
-                lambda: score_rows(self.model, transactions, self.log), len(transactions)
+                lambda: score_rows(self.model, transactions, shape, self.log), len(transactions)
             )
 
-    service: Any = FraudDetector  # a bentoml Service at run time, whatever the decorator's types say
+    service: Any = ModelService  # a bentoml Service at run time, whatever the decorator's types say
     service.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     return service

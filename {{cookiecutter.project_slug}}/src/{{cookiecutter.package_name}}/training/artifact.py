@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from .network import build_network
-from .preprocessing import Preprocessor
+from .preprocessing import Preprocessor, feature_signature
 
 FORMAT_VERSION = 1
 
@@ -33,11 +33,11 @@ class ScoringModel:
     metadata: dict[str, Any]
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Fraud probability per row."""
+        """Positive-class probability per row."""
         return self.score(self.preprocessor.transform(frame))
 
     def predict_proba_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Fraud probability per row of raw column arrays: serving's path, no DataFrame."""
+        """Positive-class probability per row of raw column arrays: serving's path, no DataFrame."""
         return self.score(self.preprocessor.transform_columns(columns))
 
     def score(self, matrix: np.ndarray) -> np.ndarray:
@@ -46,6 +46,20 @@ class ScoringModel:
         with torch.inference_mode():
             logits = self.network(features).squeeze(-1)
         return torch.sigmoid(logits).numpy().astype(np.float64)
+
+    @property
+    def signature(self) -> str | None:
+        """The feature signature it was trained under (`preprocessing.feature_signature`).
+
+        An artifact saved before signatures were recorded gets the current code's one when its fitted
+        layout (numeric feature count, vocabularies) is the current code's, else None: not comparable.
+        """
+        recorded = self.metadata.get("feature_signature")
+        if recorded is not None:
+            return str(recorded)
+        current = Preprocessor.fit_layout()
+        same = len(self.preprocessor.means) == len(current[0]) and self.preprocessor.vocabularies == current[1]
+        return feature_signature() if same else None
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """1 where the probability reaches the operating threshold."""

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..errors import TrainingError
-from .model import FraudClassifier
+from .model import BinaryClassifier
 
 # Trainer arguments the stage sets itself; a config value for them would be silently overridden.
 STAGE_TRAINER_ARGUMENTS = ("logger", "callbacks", "enable_progress_bar", "enable_model_summary", "default_root_dir")
@@ -137,10 +137,10 @@ def refusal(node: DictConfig, name: str, error: Exception) -> TrainingError:
     return TrainingError(f"{name}.{key}: {rule}")
 
 
-def build_model(model_cfg: DictConfig, in_features: int) -> FraudClassifier:
+def build_model(model_cfg: DictConfig, in_features: int) -> BinaryClassifier:
     """The model and its optimizer built from config, so bad values fail here, before any side effect."""
     # _convert_="all": plain lists in the hyperparameters, so checkpoints load with weights_only=True.
-    model: FraudClassifier = instantiated(model_cfg, "model", in_features=in_features, _convert_="all")
+    model: BinaryClassifier = instantiated(model_cfg, "model", in_features=in_features, _convert_="all")
     try:
         model.configure_optimizers()  # a throwaway optimizer: its values are checked now, not mid-run
     except (ValueError, TypeError) as error:

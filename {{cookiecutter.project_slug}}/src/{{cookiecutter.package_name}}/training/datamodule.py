@@ -66,7 +66,7 @@ def check_split(train_rows: int, train_positives: int, val_rows: int, val_positi
     if train_rows == 0:
         raise ValueError("the training set is empty: every row was quarantined or the file has no rows")
     if train_positives in (0, train_rows):
-        raise ValueError("the training set holds one class only; fraud and legitimate rows are both needed")
+        raise ValueError("the training set holds one class only; positive and negative rows are both needed")
     if val_positives in (0, val_rows):
         raise ValueError(
             f"the validation split ({val_rows} rows) holds one class only: too few rows for data.val_fraction"
@@ -79,7 +79,7 @@ class TabularDataModule(pl.LightningDataModule):
     preprocessor: Preprocessor
     train_rows: int
     val_rows: int
-    train_fraud_rate: float
+    train_positive_rate: float
 
     def __init__(self, batch_size: int, seed: int) -> None:
         super().__init__()
@@ -117,7 +117,7 @@ def _score(
     return np.concatenate(labels), np.concatenate(scores)
 
 
-class TransactionsDataModule(TabularDataModule):
+class InMemoryDataModule(TabularDataModule):
     """Validated rows in memory -> train/val split -> fitted preprocessor -> resident tensors."""
 
     def __init__(self, frame: pd.DataFrame, batch_size: int, val_fraction: float, seed: int) -> None:
@@ -131,7 +131,7 @@ class TransactionsDataModule(TabularDataModule):
         self.train_x, self.train_y = self._tensors(train)
         self.val_x, self.val_y = self._tensors(val)
         self.train_rows, self.val_rows = len(train), len(val)
-        self.train_fraud_rate = train_positives / len(train)
+        self.train_positive_rate = train_positives / len(train)
         self.head = frame.head(5)
 
     def _tensors(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +184,7 @@ class StreamingDataModule(TabularDataModule):
         check_split(self.plan.train_rows, self.plan.train_positives, self.plan.val_rows, self.plan.val_positives)
         self.preprocessor, self.buffer_rows = self.plan.preprocessor, buffer_rows
         self.train_rows, self.val_rows = self.plan.train_rows, self.plan.val_rows
-        self.train_fraud_rate = self.plan.train_positives / self.plan.train_rows
+        self.train_positive_rate = self.plan.train_positives / self.plan.train_rows
 
     def _batches(self, validation: bool, rank: int, world_size: int) -> StreamedBatches:
         batch_size = self.batch_size * 4 if validation else self.batch_size
@@ -218,5 +218,5 @@ def build_datamodule(
 ) -> TabularDataModule:
     """In memory up to `in_memory_max_rows` rows (faster: features computed once), streamed beyond."""
     if pq.ParquetFile(path).metadata.num_rows <= in_memory_max_rows:
-        return TransactionsDataModule(pd.read_parquet(path), batch_size, val_fraction, seed)
+        return InMemoryDataModule(pd.read_parquet(path), batch_size, val_fraction, seed)
     return StreamingDataModule(path, batch_size, val_fraction, seed, buffer_rows)

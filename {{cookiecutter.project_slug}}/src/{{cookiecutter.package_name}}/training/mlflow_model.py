@@ -1,4 +1,4 @@
-"""The model as an MLflow pyfunc: raw rows in, fraud probabilities out.
+"""The model as an MLflow pyfunc: raw rows in, positive-class probabilities out.
 
 The pyfunc ships with the code that scoring needs and nothing more (no training loop's
 callers, no release, serving or deploy code): `scoring_code` stages exactly those modules.
@@ -20,6 +20,7 @@ SCORING_MODULES = (
     "__init__.py",
     "data/__init__.py",
     "data/schema.py",
+    "data/rows.py",
     "data/features.py",
     "data/generate.py",
     "training/__init__.py",
@@ -39,7 +40,7 @@ def scoring_code(destination: Path) -> Path:
     return target
 
 
-class FraudPyfunc(PythonModel):
+class ScoringPyfunc(PythonModel):
     def load_context(self, context: Any) -> None:
         from .artifact import load_model
 

@@ -12,7 +12,7 @@ from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
 from .network import build_network
 
-__all__ = ["FraudClassifier", "build_network"]
+__all__ = ["BinaryClassifier", "build_network"]
 
 # What conf/model's `optimizer` and `scheduler` become: Hydra partials (`_partial_: true`).
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -30,7 +30,7 @@ def check_arguments(hidden_sizes: Sequence[int], dropout: float, pos_weight: flo
         raise ValueError(f"pos_weight: a weight > 0; got {pos_weight!r}")
 
 
-class FraudClassifier(pl.LightningModule):
+class BinaryClassifier(pl.LightningModule):
     """Binary classifier trained with BCE.
 
     `pos_weight` > 1 trades calibration for recall on the rare class; the default 1.0 keeps the

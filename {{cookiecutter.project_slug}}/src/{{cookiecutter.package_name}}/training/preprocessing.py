@@ -7,6 +7,8 @@ turn rows into tensors with the same code and the same numbers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -14,6 +16,23 @@ import numpy as np
 import pandas as pd
 
 from ..data.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, frame_columns, numeric_features
+from ..data.rows import COLUMN_TYPES
+from ..data.schema import LABEL_COLUMN
+
+
+def feature_signature() -> str:
+    """What a model's inputs mean: the row's columns and types, the label, the feature layout (md5).
+
+    Saved in every artifact. Two models with the same signature read the same rows the same way, so
+    one can be scored by the other's feature code; another dataset or feature set gives another one.
+    """
+    layout = {
+        "columns": COLUMN_TYPES,
+        "label": LABEL_COLUMN,
+        "numeric_features": list(NUMERIC_FEATURES),
+        "categorical_features": {name: list(values) for name, values in CATEGORICAL_FEATURES.items()},
+    }
+    return hashlib.md5(json.dumps(layout, sort_keys=True).encode()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +63,13 @@ class Preprocessor:
         return cls(
             means=tuple(float(x) for x in moments.mean),
             stds=tuple(float(x) if x > 1e-12 else 1.0 for x in moments.std),
-            vocabularies={name: tuple(values) for name, values in CATEGORICAL_FEATURES.items()},
+            vocabularies=cls.fit_layout()[1],
         )
+
+    @staticmethod
+    def fit_layout() -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+        """The numeric feature names and vocabularies a fit under the current feature code has."""
+        return tuple(NUMERIC_FEATURES), {name: tuple(values) for name, values in CATEGORICAL_FEATURES.items()}
 
     @property
     def feature_names(self) -> list[str]:

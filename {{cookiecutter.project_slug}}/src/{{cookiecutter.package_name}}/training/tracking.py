@@ -254,7 +254,7 @@ def log_model(model: ScoringModel, model_path: Path, example: pd.DataFrame) -> s
     """Log the artifact as an MLflow pyfunc (preprocessing included) into the active run; return its URI."""
     import mlflow
 
-    from .mlflow_model import FraudPyfunc, scoring_code
+    from .mlflow_model import ScoringPyfunc, scoring_code
 
     # MLflow warns about pickled python models and integer columns on every call: known and
     # intended here (the package is shipped as code, integers are never missing after validation).
@@ -266,7 +266,7 @@ def log_model(model: ScoringModel, model_path: Path, example: pd.DataFrame) -> s
             warnings.simplefilter("ignore")
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT_NAME,
-                python_model=FraudPyfunc(),
+                python_model=ScoringPyfunc(),
                 artifacts={"model": str(model_path)},
                 code_paths=[str(scoring_code(Path(scratch)))],
                 input_example=example,

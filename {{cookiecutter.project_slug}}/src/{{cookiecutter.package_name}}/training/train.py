@@ -27,7 +27,8 @@ from ..lineage import data_versions, record_lineage
 from .artifact import ScoringModel
 from .build import build_model, check_trainable, instantiated
 from .datamodule import TabularDataModule, build_datamodule
-from .model import FraudClassifier
+from .model import BinaryClassifier
+from .preprocessing import feature_signature
 from .run_state import (
     LAST_CHECKPOINT,
     LastCheckpoint,
@@ -147,7 +148,7 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
 def fit(
     cfg: DictConfig,
     trainer: pl.Trainer,
-    model: FraudClassifier,
+    model: BinaryClassifier,
     datamodule: TabularDataModule,
     run_id: str | None,
     resume_from: str | None,
@@ -169,7 +170,7 @@ def finish(cfg: DictConfig, trainer: pl.Trainer, datamodule: TabularDataModule, 
     checkpoint, logger = trainer.checkpoint_callback, trainer.logger
     assert isinstance(checkpoint, ModelCheckpoint) and isinstance(logger, MLFlowLogger)  # build_trainer, fit
     first_epoch = next(c.first_epoch for c in trainer.callbacks if isinstance(c, EpochSummary))  # type: ignore[attr-defined]
-    best = FraudClassifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
+    best = BinaryClassifier.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu")
     network = best.network.eval()
     val_labels, val_frame_scores = datamodule.validation_scores(network)
     artifact = ScoringModel(
@@ -188,7 +189,8 @@ def finish(cfg: DictConfig, trainer: pl.Trainer, datamodule: TabularDataModule, 
             "data": data_versions({"raw": cfg.paths.raw, "validated": cfg.paths.validated}),
             "train_rows": datamodule.train_rows,
             "val_rows": datamodule.val_rows,
-            "train_fraud_rate": datamodule.train_fraud_rate,
+            "train_positive_rate": datamodule.train_positive_rate,
+            "feature_signature": feature_signature(),
         },
     )
     artifact.save(cfg.paths.model)
