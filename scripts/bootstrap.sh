@@ -10,8 +10,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 # torch first and exact: a CPU build is taken where one is on disk; anything looser may pull a CUDA build.
+# TORCH_INDEX_URL (CI sets PyTorch's CPU index) is the only index for this one install.
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q torch==2.13.0
+"$VENV/bin/python" -m pip install -q torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 # A baked project's dependencies, dev and s3 extras come from its pyproject.toml (one list, not a copy here);
 # its slow tier, which the proof tier runs, pushes to and pulls from a local S3 server.
 TEMPLATE_PROJECT="{{cookiecutter.project_slug}}"

@@ -389,10 +389,24 @@ def test_actrc_runs_offline_in_host_mode() -> None:
     assert "-P ubuntu-latest=-self-hosted" in actrc
     assert "-P self-hosted=-self-hosted" in actrc
     mapped = {line.split()[1].split("=")[0] for line in actrc if line.startswith("--local-repository ")}
-    assert remote_actions() - {a for a in remote_actions() if a.startswith("actions/checkout@")} <= mapped
+    # Keyed by the exact ref the workflows pin: when Dependabot moves a pin, move its line here too.
+    missing = sorted(remote_actions() - {a for a in remote_actions() if a.startswith("actions/checkout@")} - mapped)
+    assert not missing, "add to .actrc:\n" + "\n".join(
+        f"--local-repository {action}=./.github/actions/act-offline" for action in missing
+    )
     for line in actrc:
         if line.startswith("--local-repository "):
             assert (ROOT / line.split("=", 1)[1] / "action.yml").is_file(), line
+
+
+def test_act_runs_as_the_repository_its_events_name() -> None:
+    """retrain trains a pull request from this repository only; under act the repository is .actrc's."""
+    actrc = (ROOT / ".actrc").read_text(encoding="utf-8").splitlines()
+    repository = next(line.split("=", 1)[1] for line in actrc if line.startswith("--env GITHUB_REPOSITORY="))
+    event = json.loads((ROOT / ".github" / "events" / "pull_request.json").read_text(encoding="utf-8"))
+    assert event["pull_request"]["head"]["repo"]["full_name"] == repository == event["repository"]["full_name"]
+    condition = load(WORKFLOWS / "retrain.yml")["jobs"]["train"]["if"]
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in condition
 
 
 def test_workflows_read_secrets_only_from_github_secrets() -> None:
