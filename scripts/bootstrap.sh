@@ -28,4 +28,12 @@ print("\n".join(r for r in requirements if not r.startswith(project["name"] + "[
 PY
 "$VENV/bin/python" -m pip install -q -c "$TEMPLATE_PROJECT/constraints.txt" \
   -r "$VENV/project-requirements.txt" -r requirements-dev.txt
+# checkov's pins conflict with the project's (see requirements-checkov.txt): a virtualenv of its own, as pipx
+# would make, and a link on this environment's PATH.
+CHECKOV_VENV="$VENV/tools/checkov"
+if [ ! -x "$CHECKOV_VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$CHECKOV_VENV"
+fi
+"$CHECKOV_VENV/bin/python" -m pip install -q -r requirements-checkov.txt
+ln -sfn ../tools/checkov/bin/checkov "$VENV/bin/checkov"
 echo "environment ready: $VENV"

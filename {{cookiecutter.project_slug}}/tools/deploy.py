@@ -2,6 +2,7 @@
 
     python tools/deploy.py set [--bento TAG] [--commit]  # TAG (default: reports/package.json) -> idle
     python tools/deploy.py set --commit --manifests deploy/k8s  # the same, with the rendered manifests in the commit
+    python tools/deploy.py set --image-digest sha256:... ...    # Kubernetes: pin the slot's image by its digest
     python tools/deploy.py apply                         # start, /readyz, smoke, then switch nginx
     python tools/deploy.py status [--json]               # both slots, bentos, model versions, live
     python tools/deploy.py rollback [--commit]           # live back to the other slot (a switch in grace)
@@ -86,8 +87,9 @@ def cmd_set(args: argparse.Namespace) -> int:
 
         tag = bento_info(tag).tag  # an unknown tag fails here, before the file changes
     slot, live = with_bento(state, tag, promote=not args.no_promote)
-    update_state_file(args.state, live=live, bentos={slot: tag})
-    print(f"{args.state}: slots.{slot}.bento = {tag}; live = {live}")
+    update_state_file(args.state, live=live, bentos={slot: tag}, image_digests={slot: args.image_digest})
+    pinned = f" (image {args.image_digest})" if args.image_digest else ""
+    print(f"{args.state}: slots.{slot}.bento = {tag}{pinned}; live = {live}")
     paths = changed_paths(args)
     if args.commit:
         git_commit(paths, f"deploy: {tag} -> {slot}" + (f" (live: {live})" if live == slot else " (preview)"))
@@ -219,6 +221,10 @@ def parser() -> argparse.ArgumentParser:
         dest="verify",
         action="store_false",
         help="do not require the bento in the local store (CI that only renders manifests)",
+    )
+    p.add_argument(
+        "--image-digest",
+        help="sha256:... of the pushed image (Kubernetes): the manifests then run <image>:<version>@<digest>",
     )
     p.add_argument("--commit", action="store_true", help="git commit the state file")
     p.add_argument("--manifests", type=Path, help="also render (and validate) the Kubernetes manifests into DIR")

@@ -279,7 +279,13 @@ def test_deploy_and_rollback_follow_the_target() -> None:
         return "\n".join(s.get("run", "") for s in jobs[job]["steps"] if f"kind == '{kind}'" in s.get("if", ""))
 
     k8s_deploy, k8s_rollback = commands("deploy", "kubernetes-gitops"), commands("rollback", "kubernetes-gitops")
-    assert 'tools/deploy.py set --bento "$BENTO_TAG" --commit --manifests deploy/k8s' in k8s_deploy
+    pinned = 'set --bento "$BENTO_TAG" ${IMAGE_DIGEST:+--image-digest "$IMAGE_DIGEST"} --commit --manifests deploy/k8s'
+    assert f"tools/deploy.py {pinned}" in k8s_deploy
+    # The digest of the image the build job pushed reaches the manifests (empty under act: nothing is pushed).
+    assert "steps.image.outputs.image_digest" in jobs["build"]["outputs"]["image_digest"]
+    assert any(step.get("id") == "image" and "docker push" in step["run"] for step in jobs["build"]["steps"])
+    step = next(step for step in jobs["deploy"]["steps"] if "--manifests deploy/k8s" in step.get("run", ""))
+    assert "needs.build.outputs.image_digest" in step["env"]["IMAGE_DIGEST"]
     assert 'git revert --no-edit "$last"' in k8s_rollback and "render-k8s -o deploy/k8s --check" in k8s_rollback
     assert "kubectl" not in (WORKFLOWS / "release.yml").read_text(encoding="utf-8")
 

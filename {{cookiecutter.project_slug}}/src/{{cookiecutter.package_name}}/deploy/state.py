@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +22,12 @@ DEFAULT_STATE_FILE = Path("bentos/deployment.yaml")
 # BentoML tags: `name:version`, lower case; the version must be pinned (no `latest`) so that the
 # commit says exactly what runs.
 BENTO_TAG = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?:[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
+# An OCI content digest as registries report it after a push (`docker inspect` RepoDigests, after the `@`).
+IMAGE_DIGEST = r"^sha256:[0-9a-f]{64}$"
+# BentoML's containerize creates the user `bentoml` with this uid and gid and gives it the bento and its
+# virtualenv (bentoml/_internal/container/generate.py, BENTO_UID_GID). The image names the user, not the
+# number, so Kubernetes can only prove `runAsNonRoot` when the pod states the number.
+BENTO_IMAGE_UID = 1034
 
 
 class DeployError(PipelineError):
@@ -38,10 +44,11 @@ class _Strict(BaseModel):
 
 
 class Slot(_Strict):
-    """One colour: which bento it should run, and (local engine) its loopback port."""
+    """One colour: which bento it should run, (local engine) its loopback port, (Kubernetes) its image digest."""
 
     bento: str | None = None
     port: int = Field(ge=1024, le=65535)
+    image_digest: str | None = Field(default=None, pattern=IMAGE_DIGEST)
 
     @model_validator(mode="after")
     def _tag_is_pinned(self) -> Slot:
@@ -50,6 +57,8 @@ class Slot(_Strict):
                 raise ValueError(f"bento {self.bento!r} is not a bento tag `name:version` (lower case)")
             if self.bento.endswith(":latest"):
                 raise ValueError(f"bento {self.bento!r}: pin an exact version, `latest` changes under you")
+        elif self.image_digest is not None:
+            raise ValueError("an image_digest without a bento: the digest belongs to the slot's bento image")
         return self
 
 
@@ -83,17 +92,24 @@ class Checks(_Strict):
     shadow: Shadow = Field(default_factory=Shadow)
 
 
-class Kubernetes(_Strict):
-    """What `render-k8s` needs beyond the slots: where the images live and how many replicas run."""
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
-    namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+class Kubernetes(_Strict):
+    """What `render-k8s` needs beyond the slots: where the images live, how many replicas run, who may call them."""
+
+    namespace: str = Field(default="default", pattern=_DNS_LABEL)
     image: str = Field(min_length=1)
     replicas: int = Field(default=2, ge=1)
     preview_replicas: int | None = Field(default=None, ge=0)
     container_port: int = Field(default=3000, ge=1, le=65535)
     cpu_request: str = "250m"
+    cpu_limit: str | None = None
     memory_request: str = "512Mi"
     memory_limit: str = "1Gi"
+    run_as_user: int = Field(default=BENTO_IMAGE_UID, ge=1)
+    run_as_group: int = Field(default=BENTO_IMAGE_UID, ge=1)
+    ingress_from_namespaces: tuple[Annotated[str, Field(pattern=_DNS_LABEL)], ...] = ()
 
 
 class Target(_Strict):
@@ -193,16 +209,29 @@ def _round_trip() -> Any:
     return handler
 
 
-def update_state_file(path: Path, *, live: SlotName | None, bentos: dict[SlotName, str | None]) -> DeploymentState:
-    """Change `live` and slot bentos in place, keeping comments and key order, so the git diff is the change.
+def update_state_file(
+    path: Path,
+    *,
+    live: SlotName | None,
+    bentos: dict[SlotName, str | None],
+    image_digests: dict[SlotName, str | None] | None = None,
+) -> DeploymentState:
+    """Change `live`, slot bentos and their image digests in place, keeping comments and key order, so the git
+    diff is the change.
 
-    The new content is validated before the file is touched.
+    A slot that gets a bento gets its digest with it (`image_digests`, none by default): a digest never
+    outlives the bento it was pushed for. The new content is validated before the file is touched.
     """
     handler = _round_trip()
     document = handler.load(path.read_text(encoding="utf-8"))
     document["live"] = live
+    digests = image_digests or {}
     for name, tag in bentos.items():
-        document["slots"][name]["bento"] = tag
+        slot = document["slots"][name]
+        slot["bento"] = tag
+        digest = digests.get(name)
+        if digest is not None or "image_digest" in slot:
+            slot["image_digest"] = digest
     plain = yaml.safe_load(_dump(handler, document))
     state = parse_state(plain, str(path))
     write_atomically(path, _dump(handler, document))
