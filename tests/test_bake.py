@@ -113,6 +113,19 @@ def test_two_bakes_of_one_second_are_two_projects_on_one_tracking_store(
     assert len(errors) == 1 and "belongs to another project" in errors[0], refused.stderr[-3000:]
 
 
+def test_setup_gives_a_project_baked_before_ids_one_of_its_own_and_keeps_it(tmp_path: Path) -> None:
+    project = bake(tmp_path)
+    run(["git", "rm", "-q", ".project-id"], cwd=project)
+    run(["git", "commit", "-q", "-m", "as baked before project ids"], cwd=project)
+    setup = [sys.executable, "tools/init_project.py"]  # what `make setup` runs
+    assert "committed .project-id" in run(setup, cwd=project).stdout
+    project_id = (project / ".project-id").read_text(encoding="utf-8")
+    assert re.fullmatch(r"[0-9a-f]{32}\n", project_id), project_id
+    assert run(["git", "status", "--porcelain"], cwd=project).stdout == ""
+    assert run(setup, cwd=project).stdout.strip() == "repository ready: nothing to do"
+    assert (project / ".project-id").read_text(encoding="utf-8") == project_id, "an id is never replaced"
+
+
 @pytest.mark.parametrize(("remote", "extras"), [("../remote", "dev"), ("s3://bucket/dvc", "dev,s3")])
 def test_setup_installs_dvc_s3_for_an_s3_remote(tmp_path: Path, remote: str, extras: str) -> None:
     """`make setup` (and the README's plain command, the same script) installs the s3 extra, dvc-s3,
