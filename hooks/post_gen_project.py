@@ -1,4 +1,4 @@
-"""Finish the generated project: drop unchosen options, then git + DVC from the first minute."""
+"""Finish the generated project: drop unchosen options, then its id, git + DVC from the first minute."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def set_training_runner(label: str) -> None:
 
 
 def init_repositories() -> None:
-    """git (and DVC, where this interpreter has it) with the project's own tool, which `make setup` reruns."""
+    """The project id, git (and DVC, where this interpreter has it) with the project's own tool, which `make setup`
+    reruns. The id is drawn here, once: it is in the first commit, so every clone and copy keeps it."""
     result = subprocess.run([sys.executable, "tools/init_project.py", "--lenient"], cwd=PROJECT,
                             capture_output=True, text=True)
     print(result.stdout.strip())
@@ -53,7 +54,8 @@ TEMPLATE_REPO_DIR = {{ cookiecutter.get("_repo_dir", "") | tojson }}
 TEMPLATE_CHECKOUT = {{ (cookiecutter.get("_checkout") or "") | tojson }} or None
 TEMPLATE_COMMIT = {{ cookiecutter.get("_commit", "") | tojson }}
 ANSWERS = json.loads({{ cookiecutter | tojson | tojson }})
-# What the hook itself makes (git, DVC) differs in every bake: never diff or patch it on update.
+# What the hook itself makes (git, DVC) differs in every bake: never diff or patch it on update. (The project
+# id it makes too is skipped by the project's pyproject.toml, [tool.cruft], which updates bring to older bakes.)
 CRUFT_SKIP = [".git", ".dvc", ".cruft.json"]
 # Answers that describe this machine's run of cookiecutter, not the project.
 MACHINE_KEYS = ("_output_dir", "_repo_dir", "_checkout")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -81,6 +82,48 @@ def test_project_starts_under_git_and_dvc(tmp_path: Path) -> None:
     assert status.stdout == "", f"the first commit left files out:\n{status.stdout}"
     config = (project / ".dvc" / "config").read_text()
     assert "hydra" in config and 'remote "storage"' in config
+
+
+def tracked_contents(project: Path) -> dict[str, bytes]:
+    return {name: (project / name).read_bytes() for name in generated_files(project)}
+
+
+def test_two_bakes_of_one_second_are_two_projects_on_one_tracking_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same answers, same author, same second: the same files and first-commit metadata. A project's identity
+    on a shared tracking server must still tell them apart: the second is refused the first's names, in one line."""
+    same_second = "2026-12-07T12:00:00+00:00"
+    monkeypatch.setenv("GIT_AUTHOR_DATE", same_second)
+    monkeypatch.setenv("GIT_COMMITTER_DATE", same_second)
+    first, second = bake(tmp_path / "first"), bake(tmp_path / "second")
+    commit = ["git", "log", "-1", "--format=%an %ae %ad %cn %ce %cd %s"]
+    assert run(commit, cwd=first).stdout == run(commit, cwd=second).stdout
+    ours, theirs = tracked_contents(first), tracked_contents(second)
+    assert ours.keys() == theirs.keys()
+    assert {name for name in ours if ours[name] != theirs[name]} <= {".project-id"}, "bakes differ in their id only"
+
+    shared = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'shared.db'}"}
+    show = [sys.executable, "tools/promote.py", "--show"]  # reads the registry: claims the experiment and model
+    aliases = json.loads(run(show, cwd=first, env=shared).stdout.splitlines()[-1])
+    assert aliases == {"challenger": None, "champion": None}, "the first bake takes the names"
+    refused = run(show, cwd=second, env=shared, check=False)
+    errors = [line for line in refused.stderr.splitlines() if "ERROR" in line]
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    assert len(errors) == 1 and "belongs to another project" in errors[0], refused.stderr[-3000:]
+
+
+def test_setup_gives_a_project_baked_before_ids_one_of_its_own_and_keeps_it(tmp_path: Path) -> None:
+    project = bake(tmp_path)
+    run(["git", "rm", "-q", ".project-id"], cwd=project)
+    run(["git", "commit", "-q", "-m", "as baked before project ids"], cwd=project)
+    setup = [sys.executable, "tools/init_project.py"]  # what `make setup` runs
+    assert "committed .project-id" in run(setup, cwd=project).stdout
+    project_id = (project / ".project-id").read_text(encoding="utf-8")
+    assert re.fullmatch(r"[0-9a-f]{32}\n", project_id), project_id
+    assert run(["git", "status", "--porcelain"], cwd=project).stdout == ""
+    assert run(setup, cwd=project).stdout.strip() == "repository ready: nothing to do"
+    assert (project / ".project-id").read_text(encoding="utf-8") == project_id, "an id is never replaced"
 
 
 @pytest.mark.parametrize(("remote", "extras"), [("../remote", "dev"), ("s3://bucket/dvc", "dev,s3")])

@@ -40,11 +40,15 @@ def test_dvc_repro_runs_the_shipped_pipeline_then_is_a_no_op(project_copy: Path)
 
 
 
-# The proof tier runs this same slow tier through act, as ci's `slow tests` job (tests/test_workflows_act.py).
+# The proof tier runs the same slow tier through act, as ci's `slow tests` job (tests/test_workflows_act.py).
 @pytest.mark.slow
-def test_its_slow_tier_passes_with_nothing_skipped(default_project: Path) -> None:
-    """The project's slow tier holds the only proof of its servers: real bentos over HTTP, blue-green behind
-    nginx, whole-pipeline runs with a real champion, kill -9 and resume, DDP on CPU."""
-    result = run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "slow and not gpu"],
-                 cwd=default_project, timeout=3600)
-    assert_tests_passed(result.stdout, allowed_skips=())
+@pytest.mark.parametrize("order", [[], ["--reverse-order"]], ids=["forward", "reversed"])
+def test_its_whole_suite_passes_in_one_process_in_either_order(default_project: Path, order: list[str]) -> None:
+    """`python -m pytest`, as its README says: every tier in one process (Spark apart: opt-in), files first to
+    last and last to first, so no test leans on what another left in the process (MLflow's store, the environment).
+
+    The slow tier holds the only proof of its servers: real bentos over HTTP, blue-green behind nginx,
+    whole-pipeline runs with a real champion, kill -9 and resume, DDP on CPU. Only GPU tests may skip."""
+    result = run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *order],
+                 cwd=default_project, timeout=7200)
+    assert_tests_passed(result.stdout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -94,9 +95,10 @@ def updated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
     v2 = commit_template_change(template)
     check_v2 = run(["cruft", "check"], cwd=project, env=TOOLS_ENV, check=False)
+    project_id = (project / ".project-id").read_text(encoding="utf-8")
     update = run(["cruft", "update", "-y"], cwd=project, env=TOOLS_ENV, timeout=300)
     return {"project": project, "v1": v1, "v2": v2, "state_v1": state_v1, "check_v1": check_v1,
-            "check_v2": check_v2, "update": update}
+            "check_v2": check_v2, "update": update, "project_id": project_id}
 
 
 def test_bake_records_the_template(updated: dict) -> None:
@@ -126,6 +128,9 @@ def test_update_merges_template_changes_and_keeps_the_users(updated: dict) -> No
     assert not list(project.rglob("*.rej")), "the update left rejected hunks"
     status = git("status", "--porcelain", cwd=project)
     assert ".git/" not in status and ".dvc/" not in status, status
+    # Each render of the template draws a new id: the update must keep the project's own (its identity).
+    assert (project / ".project-id").read_text(encoding="utf-8") == updated["project_id"]
+    assert ".project-id" not in status, status
 
 
 def test_updated_project_still_passes_its_checks(updated: dict) -> None:
@@ -179,9 +184,11 @@ def test_project_baked_before_the_layout_change_updates_to_the_current_template(
     assert sorted(updated.keys() - baked.keys()) == [], "files the update left behind"
     assert sorted(baked.keys() - updated.keys()) == [], "files the update did not bring"
     differing = sorted(name for name in baked if updated[name] != baked[name])
-    # The one allowed difference: .cruft.json's "checkout" keeps the --checkout the update was given,
-    # where a bake records none (cruft also writes the file in its own JSON layout, so compare it parsed).
-    assert differing in ([], [".cruft.json"]), differing
+    # The allowed differences: .cruft.json's "checkout" keeps the --checkout the update was given, where a bake
+    # records none (cruft also writes the file in its own JSON layout, so compare it parsed); and each project
+    # has an id of its own (the update brought one to this project, baked before ids existed).
+    assert set(differing) <= {".cruft.json", ".project-id"}, differing
+    assert re.fullmatch(rb"[0-9a-f]{32}\n", updated[".project-id"]) and updated[".project-id"] != baked[".project-id"]
     updated_state, baked_state = (json.loads(files[".cruft.json"]) for files in (updated, baked))
     assert (updated_state.pop("checkout"), baked_state.pop("checkout")) == (new, None)
     assert updated_state == baked_state

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -31,17 +32,53 @@ def _copy_ignore(directory: str, names: list[str]) -> set[str]:
     return skipped | (set(names) & SKIP_AT_ROOT if Path(directory) == PROJECT else set())
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reverse-order",
+        action="store_true",
+        help="run the test files last to first, each file's tests in their own order: shows a file that leans on "
+        "what another left in this process (a module whose tests walk one workspace through the stages keeps its walk)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Spark tests run only where -m names them (`-m spark`): they need pyspark and Java, which `.[dev]` leaves out.
 
     This one place keeps them out of every other selection (`-m "not slow"`, CI's tiers, a bare `pytest`).
+    With --reverse-order the files run last to first.
     """
+    if config.getoption("reverse_order"):
+        position = {path: index for index, path in enumerate(dict.fromkeys(item.path for item in items))}
+        items.sort(key=lambda item: -position[item.path])  # stable: each file keeps its own order
     if "spark" in (config.getoption("markexpr") or ""):
         return
     spark = [item for item in items if item.get_closest_marker("spark")]
     if spark:
         config.hook.pytest_deselected(items=spark)
         items[:] = [item for item in items if not item.get_closest_marker("spark")]
+
+
+# Where `training.tracking.configure` points MLflow: module globals of this process, copied by MLflow into these
+# variables for child processes. A test that calls configure() here would leave later tests on its store.
+MLFLOW_STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def mlflow_store_restored() -> Iterator[None]:
+    """Every test starts as the session did: MLflow pointed at no store an earlier test chose, in any order."""
+    before = {name: os.environ.get(name) for name in MLFLOW_STORE_VARIABLES}
+    yield
+    if "mlflow" in sys.modules:  # never imported: nothing was pointed anywhere
+        import mlflow
+
+        # None (which MLflow handles, though its hints say str): resolved again from the environment, as at the start.
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

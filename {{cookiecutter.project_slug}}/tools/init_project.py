@@ -1,4 +1,4 @@
-"""Make this folder a git + DVC repository, as far as it is not one yet (safe to run again).
+"""Make this folder a git + DVC repository with its project id, as far as it is not one yet (safe to run again).
 
     python tools/init_project.py           # `make setup` runs it: git, DVC, the remote, the Hydra setting
     python tools/init_project.py --lenient # without DVC installed: git only, and say what is left
@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 DEFAULT_REMOTE_NAME = "storage"
@@ -24,6 +25,9 @@ DEFAULT_REMOTE_URL = "{{ cookiecutter.dvc_remote_url }}"
 FALLBACK_IDENTITY = ("{{ cookiecutter.author_name }}", "{{ cookiecutter.author_email }}")
 # What a first commit of the project should hold: everything not git-ignored.
 INITIAL_MESSAGE = "Initial project"
+# The project's identity on shared stores (MLflow server, BentoML store): random, made once, committed, so
+# every clone and copy has it and no other bake does. The package reads it (lineage.PROJECT_ID_FILE).
+PROJECT_ID_FILE = ".project-id"
 DVC_SETTINGS = {"core.autostage": "true", "hydra.enabled": "true"}
 # The pyproject.toml extra holding DVC's plugin for a remote's URL scheme (a folder remote needs none).
 REMOTE_EXTRAS = {"s3": "s3"}
@@ -73,6 +77,15 @@ def git_identity(root: Path) -> list[str]:
     return ["-c", f"user.name={name}", "-c", f"user.email={email}"]
 
 
+def ensure_project_id(root: Path) -> bool:
+    """Write a fresh project id where none is; True when one was written (an existing one is never replaced)."""
+    path = root / PROJECT_ID_FILE
+    if path.exists():
+        return False
+    path.write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
+    return True
+
+
 def ensure_git(root: Path) -> bool:
     """`git init -b main` where there is no repository; True when one was created."""
     if run(["git", "rev-parse", "--is-inside-work-tree"], root, check=False).returncode == 0:
@@ -113,6 +126,8 @@ def initialise(root: Path, lenient: bool) -> list[str]:
     if shutil.which("git") is None:
         raise StepFailed("git is not installed: install git, then run `make setup` again")
     done = ["git init"] if ensure_git(root) else []
+    if ensure_project_id(root):
+        done.append(f"wrote {PROJECT_ID_FILE}")
     has_head = run(["git", "rev-parse", "--verify", "-q", "HEAD"], root, check=False).returncode == 0
     dvc = dvc_command()
     if dvc is None:
@@ -124,8 +139,11 @@ def initialise(root: Path, lenient: bool) -> list[str]:
     if not has_head:
         if commit(root, INITIAL_MESSAGE, ["."]):
             done.append("first commit")
-    elif commit(root, "Set up DVC (data versioning) for this repository", [".dvc", ".dvcignore"]):
-        done.append("committed the DVC set-up")
+    else:
+        if commit(root, "Set up DVC (data versioning) for this repository", [".dvc", ".dvcignore"]):
+            done.append("committed the DVC set-up")
+        if commit(root, "Give the project its id on shared stores", [PROJECT_ID_FILE]):
+            done.append(f"committed {PROJECT_ID_FILE}")
     return done
 
 

@@ -11,3 +11,7 @@ class TrainingError(PipelineError):
 
 class TrackingError(PipelineError):
     """The MLflow store holds another project's entries under this project's names."""
+
+
+class ProjectIdentityError(PipelineError):
+    """The project's identity file (.project-id) is missing or is not one."""

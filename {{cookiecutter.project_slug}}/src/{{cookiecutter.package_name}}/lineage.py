@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .errors import ProjectIdentityError
 
 TRACKED_PACKAGES = ("torch", "lightning", "pandas", "pandera", "mlflow", "dvc", "bentoml", "numpy")
 
@@ -27,15 +30,32 @@ def git_commit(root: Path = Path(".")) -> str:
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def project_first_commit(root: Path = Path(".")) -> str | None:
-    """The project's first commit: the same in every clone and copy of it, another for every bake. None outside git."""
+# Written once when the project is made (tools/init_project.py, which the bake runs) and committed: every
+# clone and copy of the project carries it, and no other project has it.
+PROJECT_ID_FILE = Path(".project-id")
+PROJECT_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+
+def project_id(root: Path = Path(".")) -> str:
+    """The project's identity in stores it shares with other projects (an MLflow server, a BentoML store).
+
+    A random id, not a commit: two bakes made in the same second with the same answers have the same
+    first commit, but never the same id.
+    """
+    path = root / PROJECT_ID_FILE
     try:
-        roots = subprocess.run(
-            ["git", "rev-list", "--max-parents=0", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.split()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return min(roots) if roots else None  # histories merged from several roots: the same pick in every clone
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ProjectIdentityError(
+            f"{path} is missing: it names this project on shared stores. Run `python tools/init_project.py` "
+            "(`make setup` does) and commit the file it writes"
+        ) from None
+    if PROJECT_ID_PATTERN.fullmatch(text) is None:
+        raise ProjectIdentityError(
+            f"{path} holds {text[:40]!r}, not a project id (32 hex digits): restore it from git "
+            f"(`git checkout -- {PROJECT_ID_FILE}`)"
+        )
+    return text
 
 
 def file_md5(path: str | Path) -> str:

@@ -28,11 +28,13 @@ from {{ cookiecutter.package_name }}.training.artifact import ScoringModel
 from {{ cookiecutter.package_name }}.training.model import build_network
 from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
 from {{ cookiecutter.package_name }}.training.tracking import close_stale_runs, shown_uri, start_run, tracking_uri
+from tools.init_project import ensure_project_id
 
 
 @pytest.fixture
 def setup(tmp_path: Path, transactions: pd.DataFrame, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
+    ensure_project_id(tmp_path)  # a project of its own on its store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     cfg = OmegaConf.create(
         {

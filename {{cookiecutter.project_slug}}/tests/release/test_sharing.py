@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +17,8 @@ import pytest
 from conftest import PROJECT, make_workspace, run, workspace_env
 from omegaconf import DictConfig, OmegaConf
 
-from {{ cookiecutter.package_name }}.errors import TrackingError
+from {{ cookiecutter.package_name }}.errors import ProjectIdentityError, TrackingError
+from {{ cookiecutter.package_name }}.lineage import project_id
 from {{ cookiecutter.package_name }}.release.journal import (
     Journal,
     JournalError,
@@ -26,6 +28,7 @@ from {{ cookiecutter.package_name }}.release.journal import (
 )
 from {{ cookiecutter.package_name }}.serving.api import MODEL_NAME
 from {{ cookiecutter.package_name }}.training.tracking import PROJECT_TAG, configure
+from tools.init_project import ensure_project_id
 
 FAST = [sys.executable, "tools/params.py", "debug=fast"]
 JOURNAL = Path("bentos/.state/package-journal.json")
@@ -87,6 +90,7 @@ print(json.dumps({"ours": ours.id, "theirs": theirs.id, "left": left, "journal":
 
 def test_recovery_removes_what_its_journal_names_and_nothing_another_project_left(tmp_path: Path) -> None:
     env = {"PYTHONPATH": str(PROJECT / "src"), "BENTOML_HOME": str(tmp_path / "bentoml")}
+    ensure_project_id(tmp_path)  # recovery looks the journal's version up in the project's registry
     result = subprocess.run(
         [sys.executable, "-c", RECOVERY, f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / JOURNAL)],
         cwd=tmp_path,
@@ -102,12 +106,11 @@ def test_recovery_removes_what_its_journal_names_and_nothing_another_project_lef
     assert not outcome["journal"], "recovery clears the journal it acted on"
 
 
-def git_project(folder: Path, first_message: str) -> Path:
-    """A folder with a git history of its own: what tells one project from another."""
+def project_folder(folder: Path) -> Path:
+    """A folder with a project id of its own, written the way the bake writes it."""
     folder.mkdir(parents=True)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "-q"], cwd=folder, check=True)
-    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", first_message], cwd=folder, check=True)
+    assert ensure_project_id(folder)
+    assert not ensure_project_id(folder), "an id, once written, is kept"
     return folder
 
 
@@ -125,25 +128,38 @@ def test_one_tracking_store_keeps_two_bakes_apart_and_clones_together(
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
-    first = git_project(tmp_path / "first", "the first bake")
-    second = git_project(tmp_path / "second", "the second bake")
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(first), str(clone)], check=True)
+    first, second = project_folder(tmp_path / "first"), project_folder(tmp_path / "second")
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)  # a copy or a clone carries the project's id with it
 
     monkeypatch.chdir(first)
     configure(names(uri))
     MlflowClient(uri).create_registered_model("fraud")
     configure(names(uri))  # marks the registered model too
-    monkeypatch.chdir(clone)
-    configure(names(uri))  # a clone is the same project
+    monkeypatch.chdir(copy)
+    configure(names(uri))  # a copy is the same project
     monkeypatch.chdir(second)
-    with pytest.raises(TrackingError, match=r"the experiment 'fraud' at sqlite:///.* belongs to another project"):
+    with pytest.raises(TrackingError, match=r"the experiment 'fraud' at sqlite:///.* belongs to another project") as no:
         configure(names(uri))
+    assert "\n" not in str(no.value), "one line"
     with pytest.raises(TrackingError, match=r"registered model 'fraud' .* logger.registered_model_name=<name>"):
         configure(names(uri, experiment="fraud-2"))
     configure(names(uri, experiment="fraud-2", model="fraud-2"))  # names of its own: accepted
     marks = {e.name: e.tags.get(PROJECT_TAG) for e in MlflowClient(uri).search_experiments()}
-    assert marks["fraud"] != marks["fraud-2"] and None not in (marks["fraud"], marks["fraud-2"])
+    assert marks["fraud"] == project_id(first) and marks["fraud-2"] == project_id(second)
+    assert marks["fraud"] != marks["fraud-2"]
+
+
+def test_a_folder_without_a_project_id_is_refused_before_the_store_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ProjectIdentityError, match=r"\.project-id is missing: .* tools/init_project.py"):
+        configure(names(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    Path(".project-id").write_text("not an id\n")
+    with pytest.raises(ProjectIdentityError, match="not a project id"):
+        configure(names(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def read_id(journal_file: Path) -> str:
@@ -177,6 +193,9 @@ def test_two_projects_in_one_store_lose_nothing(tmp_path_factory: pytest.TempPat
     store = tmp_path_factory.mktemp("shared-store") / "bentoml"
     first = make_workspace(tmp_path_factory.mktemp("first"))
     second = make_workspace(tmp_path_factory.mktemp("second"))
+    (second / ".project-id").unlink()  # another project: an id of its own (a workspace copies this project's)
+    ensure_project_id(second)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "another project"], second)
     named: dict[Path, set[str]] = {first: set(), second: set()}
     repro, forced = ["dvc", "repro"], ["dvc", "repro", "-f"]
     for workspace, command in ((first, repro), (second, repro), (second, forced), (second, forced)):
@@ -190,6 +209,7 @@ def test_two_projects_in_one_store_lose_nothing(tmp_path_factory: pytest.TempPat
         ours = set(registry_bentos(workspace).values())
         assert named[workspace] <= ours
         assert all(labels[tag]["project_dir"] == str(workspace.resolve()) for tag in ours), "another's version"
+        assert all(labels[tag]["project_id"] == project_id(workspace) for tag in ours)
     assert len(named[first]) == 1 and len(named[second]) == 3, named
 
     # A package run of the second project killed after its journal was written: the next run removes its

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from ..errors import PipelineError
 from ..files import write_atomically
+from ..lineage import project_id
 from ..serving.api import MODEL_NAME, SERVICE_NAME
 from ..training.tracking import resolved_uri, shown_uri
 
@@ -79,11 +80,13 @@ def clear_journal(path: Path = JOURNAL_FILE) -> None:
 
 
 def project_identity(cfg: DictConfig) -> dict[str, str]:
-    """Labels that say which project made an item in a shared store: its name, folder and registry.
+    """Labels that say which project made an item in a shared store: its id, name, folder and registry.
 
     They tell a person whose item it is (`bentoml list -o json`); deleting is decided by the journal.
+    The id is the one the tracking server knows the project by (`tracking.claim`): clones and copies share it.
     """
     return {
+        "project_id": project_id(),
         "project": str(cfg.project),
         "project_dir": str(Path.cwd().resolve()),
         "tracking_uri": shown_uri(resolved_uri(cfg)),

@@ -15,7 +15,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import TrackingError
-from ..lineage import environment, git_commit, project_first_commit
+from ..lineage import PROJECT_ID_FILE, environment, git_commit, project_id
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from .artifact import ScoringModel
 
-PROJECT_TAG = "project_first_commit"  # on experiments and registered models: the project they belong to
+PROJECT_TAG = "project_id"  # on experiments and registered models: the project they belong to (lineage.project_id)
 MODEL_ARTIFACT_NAME = "model"
 # Pinned explicitly: letting MLflow infer requirements costs ~10 s a call and drops the torch build label.
 PIP_REQUIREMENT_PACKAGES = ("torch", "pandas", "numpy", "pandera", "pyarrow", "mlflow")
@@ -108,6 +108,7 @@ def configure(cfg: DictConfig) -> str:
     import mlflow
     from mlflow import MlflowClient
 
+    ours = project_id()  # before anything is created in the store: a project without one is refused there
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -120,7 +121,6 @@ def configure(cfg: DictConfig) -> str:
     elif database is not None and location is not None:
         relocate_artifacts(database, experiment.experiment_id, location)
     client, name = MlflowClient(), str(cfg.logger.registered_model_name)
-    ours = project_first_commit()
     claim(
         f"experiment {experiment.name!r}",
         experiment.tags,
@@ -139,21 +139,21 @@ def configure(cfg: DictConfig) -> str:
     return uri
 
 
-def claim(what: str, tags: Mapping[str, str], set_tag: Callable[[str, str], None], uri: str, ours: str | None) -> None:
-    """Mark `what` as this project's (`ours`: its first commit), or refuse it when another project's mark is on it.
+def claim(what: str, tags: Mapping[str, str], set_tag: Callable[[str, str], None], uri: str, ours: str) -> None:
+    """Mark `what` as this project's (`ours`: its project id), or refuse it when another project's mark is on it.
 
     Two bakes of the template share their names (experiment, registered model): on one tracking server
-    they would read and move each other's runs and aliases. A project is known by its first commit, so
-    every clone and copy of it shares its entries and another bake does not. Outside git nothing is marked.
+    they would read and move each other's runs and aliases. A project is known by the id committed in it
+    (`lineage.project_id`), so every clone and copy of it shares its entries and another bake does not.
     """
     theirs = tags.get(PROJECT_TAG)
-    if ours is None or theirs == ours:
+    if theirs == ours:
         return
     if theirs is None:  # new, or made before projects were marked: this project's from now on
         set_tag(PROJECT_TAG, ours)
         return
     raise TrackingError(
-        f"the {what} at {shown_uri(uri)} belongs to another project (first commit {theirs[:12]}, this one "
+        f"the {what} at {shown_uri(uri)} belongs to another project ({PROJECT_ID_FILE} {theirs[:12]}, this one "
         f"{ours[:12]}): give this project names of its own, `python tools/params.py "
         "logger.experiment_name=<name> logger.registered_model_name=<name>`"
     )
