@@ -172,7 +172,7 @@ class Setup:
         torch.set_float32_matmul_precision("high")  # as the train stage does
 
         started = time.perf_counter()
-        frame = dataset.generate_transactions(args.rows, seed=args.seed)
+        frame = dataset.sample_rows(args.rows, seed=args.seed)
         self.datamodule = datamodule.InMemoryDataModule(frame, args.batch_size,
                                                             float(params.data.val_fraction), args.seed)
         self.prepare_s = time.perf_counter() - started
@@ -524,7 +524,7 @@ GENERATE_CHUNK_ROWS = 1_000_000
 # already have imported another bake's package. Chunks of GENERATE_CHUNK_ROWS: never the whole file in memory.
 WRITE_RAW_ROWS = """
 import sys, pyarrow as pa, pyarrow.parquet as pq
-from {package}.data import generate_transactions
+from {package}.data.generate import generate_transactions
 path, rows, seed, chunk_rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 writer = None
 for chunk, start in enumerate(range(0, rows, chunk_rows)):

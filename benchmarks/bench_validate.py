@@ -212,7 +212,7 @@ def pandera_only(package: Any, frame: Any, reference: str) -> None:
     """Pandera alone (pandas backend) validating `frame` lazily, collecting every failure: the reference."""
     from pandera.errors import SchemaErrors
 
-    schema = importlib_module(package.__name__ + ".data.schema").row_schema(reference)
+    schema = importlib_module(package.__name__ + ".data.rows").row_schema(reference)
     with contextlib.suppress(SchemaErrors):
         schema.validate(frame.reset_index(drop=True), lazy=True)
 
@@ -222,7 +222,7 @@ def where_time_goes(package: Any, validation: Any, table: Any, frame: Any, resul
     """Per-column pandera cost, clean vs spoiled data, pandera's copy, and validate_frame's own work."""
     from pandera.errors import SchemaErrors
 
-    schema = importlib_module(package.__name__ + ".data.schema").row_schema(reference)
+    schema = importlib_module(package.__name__ + ".data.rows").row_schema(reference)
 
     def run(data: Any, **options: Any) -> float:
         started = time.perf_counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package_name }}.data import generate_golden, generate_transactions
+from {{ cookiecutter.package_name }}.data import generate, sample_golden, sample_rows
 from {{ cookiecutter.package_name }}.stage import quiet_environment
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -32,6 +32,11 @@ def _copy_ignore(directory: str, names: list[str]) -> set[str]:
     return skipped | (set(names) & SKIP_AT_ROOT if Path(directory) == PROJECT else set())
 
 
+# The bundled example is this project's dataset while its generator is (tools/adopt_data.py replaces it).
+EXAMPLE_IS_THE_DATASET = hasattr(generate, "generate_transactions")
+EXAMPLE_GONE = "the bundled example dataset was replaced by this project's own (conf/dataset/): its tests do not apply"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--reverse-order",
@@ -46,10 +51,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     This one place keeps them out of every other selection (`-m "not slow"`, CI's tiers, a bare `pytest`).
     With --reverse-order the files run last to first.
+    Tests marked `example` test the bundled example's own columns: skipped, saying why, once it is replaced.
     """
     if config.getoption("reverse_order"):
         position = {path: index for index, path in enumerate(dict.fromkeys(item.path for item in items))}
         items.sort(key=lambda item: -position[item.path])  # stable: each file keeps its own order
+    if not EXAMPLE_IS_THE_DATASET:
+        for item in items:
+            if item.get_closest_marker("example"):
+                item.add_marker(pytest.mark.skip(reason=EXAMPLE_GONE))
     if "spark" in (config.getoption("markexpr") or ""):
         return
     spark = [item for item in items if item.get_closest_marker("spark")]
@@ -83,12 +93,14 @@ def mlflow_store_restored() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def transactions() -> pd.DataFrame:
-    return generate_transactions(4000, seed=3)
+    """Labelled valid rows of this project's dataset (its generate.py: the example's generator, or rows drawn
+    from an adopted schema)."""
+    return sample_rows(4000, seed=3)
 
 
 @pytest.fixture(scope="session")
 def golden() -> pd.DataFrame:
-    return generate_golden(n_sample=3000, n_hard=100)
+    return sample_golden(3000)
 
 
 def workspace_env(cwd: Path) -> dict[str, str]:
@@ -126,10 +138,24 @@ def make_workspace(destination: Path, rows: int = 20_000) -> Path:
     run(["dvc", "config", "--local", "cache.dir", str(workspace / ".dvc" / "cache")], workspace)
     run(["dvc", "remote", "add", "--local", "-f", "storage", str(destination / "remote")], workspace)
     run(["dvc", "remote", "default", "--local", "storage"], workspace)
-    run([sys.executable, "tools/data_version.py", "--rows", str(rows), "--golden"], workspace)
+    write_data_version(workspace, rows)
     run(["git", "add", "-A"], workspace)
     run([*git, "commit", "-q", "-m", "test workspace", "--allow-empty"], workspace)
     return workspace
+
+
+def write_data_version(workspace: Path, rows: int) -> None:
+    """A first data version in the copy: the example's own tool (spoilt rows included), else sample rows."""
+    if EXAMPLE_IS_THE_DATASET:
+        run([sys.executable, "tools/data_version.py", "--rows", str(rows), "--golden"], workspace)
+        return
+    import yaml
+
+    paths = yaml.safe_load((workspace / "params.yaml").read_text(encoding="utf-8"))["paths"]
+    for path, frame in ((paths["raw"], sample_rows(rows, seed=1)), (paths["golden"], sample_golden(rows // 4))):
+        (workspace / path).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(workspace / path, index=False)
+    run([sys.executable, "-m", "dvc", "add", paths["raw"], paths["golden"]], workspace)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ write). The tool
 - drafts the row schema with Pandera's own inference (dtypes, nullability) held to the whole file's
   statistics (bounds' signs, closed sets of values), and writes it to src/<package>/data/schema.py;
 - writes plain features for it (src/<package>/data/features.py: numbers as they are, nulls as 0 plus a
-  missing indicator, closed sets one-hot) and conf/dataset/<name>.yaml (roles, slices, thresholds against
-  the data's own baseline, behavioural checks, the card's text, the served field names);
+  missing indicator, closed sets one-hot), sample rows drawn from the schema for the tests
+  (src/<package>/data/generate.py), and conf/dataset/<name>.yaml (as_of, slices, thresholds against the
+  data's own baseline, behavioural checks, the card's text, the served field names);
 - makes an id column where the data has none, turns column names into identifiers, and the label into 0/1;
 - splits a golden set that is never trained on: the latest --golden-share of rows by the time column, else
   a seeded hash of the id; writes data/raw/<name>.parquet and data/golden/<name>.parquet and `dvc add`s both;
@@ -293,6 +294,15 @@ def adopted_frame(plan_: Plan, lazy: pl.LazyFrame) -> pl.LazyFrame:
     return frame.with_columns(casts).select(order)
 
 
+def extracted_at(plan_: Plan, frame: pl.LazyFrame) -> str:
+    """`as_of` for the dataset config: now, or the file's last event if that is later (UTC, ISO 8601)."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
+    if plan_.time_column:
+        last = frame.select(pl.col(plan_.time_column).max()).collect(engine="streaming").item()
+        now = max(now, last.replace(microsecond=0) + dt.timedelta(seconds=1)) if last is not None else now
+    return now.isoformat() + "Z"
+
+
 def golden_mask(plan_: Plan, frame: pl.LazyFrame, share: float, seed: int) -> pl.Expr:
     """The rows of the golden set: the latest `share` by time, else a seeded hash of the id."""
     if plan_.time_column:
@@ -410,7 +420,33 @@ def slice_masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 '''
 
 
-def dataset_config(plan_: Plan, golden_rows: int) -> str:
+def generate_module(plan_: Plan) -> str:
+    return f'''"""Where sample rows of the {plan_.name} dataset come from: tests and demos call these two functions.
+
+Written by tools/adopt_data.py: rows drawn from the schema alone (data/synthetic.py), so no row of the real
+data reaches a test. Replace them with a richer source of your own if you have one (the example's generator
+is one); the real data versions are the DVC-tracked files at paths.raw and paths.golden.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .synthetic import synthetic_golden, synthetic_rows
+
+
+def sample_rows(rows: int, seed: int = 0) -> pd.DataFrame:
+    """`rows` labelled valid rows."""
+    return synthetic_rows(rows, seed=seed)
+
+
+def sample_golden(rows: int, seed: int = 10_000) -> pd.DataFrame:
+    """A golden set of `rows` rows in the slice `sample`."""
+    return synthetic_golden(rows, seed=seed)
+'''
+
+
+def dataset_config(plan_: Plan, golden_rows: int, as_of: str) -> str:
     steady = sorted((c for c in plan_.features if c.kind == "float" and c.std), key=lambda c: -(c.std or 0))[:3]
     invariance = [
         {
@@ -422,6 +458,7 @@ def dataset_config(plan_: Plan, golden_rows: int) -> str:
     ]
     document = {
         "name": plan_.name,
+        "as_of": as_of,
         "source": {
             "file": plan_.source.name,
             "rows": plan_.rows,
@@ -504,7 +541,8 @@ def adopt(args: argparse.Namespace) -> int:
     texts = {
         DATA_DIR / "schema.py": schema_module(plan_),
         DATA_DIR / "features.py": features_module(plan_),
-        config: dataset_config(plan_, counts["golden"]),
+        DATA_DIR / "generate.py": generate_module(plan_),
+        config: dataset_config(plan_, counts["golden"], extracted_at(plan_, frame)),
         **point_config(plan_.name),
     }
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -568,8 +606,7 @@ def report(plan_: Plan, counts: dict[str, int], raw: Path, golden: Path, config:
     print(f"  - {config}: the card's REVIEW lines, thresholds, behavioural checks you know hold, served field names")
     if free_text:
         print(f"  - free-text columns kept in the schema but not used as features: {', '.join(free_text)}")
-    if plan_.time_column:
-        print("  - conf/data/: data.validation.as_of (no event may be later) must not be before the file's last event")
+    print(f"  - {config}: as_of, when this data version was extracted (no event may be later), is the adoption time")
     print("next: dvc repro, then git add and commit what it wrote (dvc.lock, reports/)")
 
 

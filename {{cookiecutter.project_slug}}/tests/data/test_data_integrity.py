@@ -23,6 +23,10 @@ from {{ cookiecutter.package_name }}.data.validation import (
 )
 from {{ cookiecutter.package_name }}.stage import run_stage
 
+# These tests spoil the example's own columns (amounts, categories, ids); the engine they test runs on any
+# dataset in tests/project/test_adopt_data.py and the template's own-data test.
+pytestmark = pytest.mark.example
+
 AS_OF = "2026-01-02T00:00:00Z"
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from {{ cookiecutter.package_name }}.data.generate import inject_invalid_rows
+from {{ cookiecutter.package_name }}.data import generate
 from {{ cookiecutter.package_name }}.data.schema import ID_COLUMN, TIME_COLUMN
 from {{ cookiecutter.package_name }}.data.spark import SparkSchemaError, spark_failures, spark_schema
 from {{ cookiecutter.package_name }}.data.validation import row_checks, validate_frame
@@ -24,7 +24,7 @@ from {{ cookiecutter.package_name }}.data.validation import row_checks, validate
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.example]  # the example's spoilt columns, on Spark
 
 AS_OF = "2026-01-02T00:00:00Z"
 
@@ -67,7 +67,7 @@ def _duplicate_key_and_null(frame: pd.DataFrame) -> pd.DataFrame:
 
 SPOILED: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "clean": lambda frame: frame,
-    "feed_errors": lambda frame: inject_invalid_rows(frame, share=0.02, seed=5),
+    "feed_errors": lambda frame: generate.inject_invalid_rows(frame, share=0.02, seed=5),
     "duplicate_key_and_null": _duplicate_key_and_null,
     "future_time": _first_rows(TIME_COLUMN, pd.Timestamp("2026-01-03 00:00:01")),  # a second past as_of + slack
     "time_at_the_limit": _first_rows(TIME_COLUMN, pd.Timestamp("2026-01-03 00:00:00")),  # passes
@@ -103,7 +103,7 @@ def test_spark_reads_the_same_verdicts_from_parquet(
     spark: SparkSession, transactions: pd.DataFrame, tmp_path: Path
 ) -> None:
     """The README's path: a parquet export read by Spark (times in microseconds; Spark refuses nanoseconds)."""
-    table = pl.from_pandas(_duplicate_key_and_null(inject_invalid_rows(transactions, share=0.02, seed=6)))
+    table = pl.from_pandas(_duplicate_key_and_null(generate.inject_invalid_rows(transactions, share=0.02, seed=6)))
     table.with_columns(pl.col(TIME_COLUMN).cast(pl.Datetime("us"))).write_parquet(tmp_path / "part-0.parquet")
     frame = spark.read.parquet(str(tmp_path))
     assert set(spark_failures(frame, row_checks(AS_OF))) == polars_pairs(table)

@@ -14,8 +14,7 @@ import polars as pl
 import pytest
 from pandera.errors import SchemaErrors
 
-from {{ cookiecutter.package_name }}.data import validation
-from {{ cookiecutter.package_name }}.data.generate import inject_invalid_rows
+from {{ cookiecutter.package_name }}.data import generate, validation
 from {{ cookiecutter.package_name }}.data.rows import row_schema
 from {{ cookiecutter.package_name }}.data.validation import (
     REASONS_COLUMN,
@@ -29,6 +28,10 @@ from {{ cookiecutter.package_name }}.data.validation import (
     validate_frame,
     write_outputs,
 )
+
+# These tests spoil the example's own columns (amounts, categories, ids); the engine they test runs on any
+# dataset in tests/project/test_adopt_data.py and the template's own-data test.
+pytestmark = pytest.mark.example
 
 LIMIT = 0.05
 AS_OF = "2026-01-02T00:00:00Z"
@@ -169,7 +172,7 @@ def _fast_row_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> set[t
 
 
 def test_fast_path_and_pandera_agree_on_a_spoiled_frame(transactions: pd.DataFrame) -> None:
-    frame = inject_invalid_rows(transactions, share=0.05, seed=1)
+    frame = generate.inject_invalid_rows(transactions, share=0.05, seed=1)
     for column, value, rows in (
         ("amount", np.nan, slice(10, 14)),
         ("amount", 5e9, slice(20, 22)),
@@ -253,7 +256,7 @@ def _both_ways(tmp_path: Path, raw: Path, **options: Any) -> list[tuple[dict[str
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_streamed_and_in_memory_outputs_are_identical(tmp_path: Path, transactions: pd.DataFrame, suffix: str) -> None:
-    frame = _set("is_fraud", 2, slice(5, 6))(inject_invalid_rows(transactions, share=0.02, seed=4))
+    frame = _set("is_fraud", 2, slice(5, 6))(generate.inject_invalid_rows(transactions, share=0.02, seed=4))
     raw = tmp_path / f"raw{suffix}"
     if suffix == ".csv":
         frame = frame.astype(str)
@@ -289,7 +292,7 @@ def test_a_streamed_file_over_the_quarantine_share_is_never_copied(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, transactions: pd.DataFrame
 ) -> None:
     raw = tmp_path / "raw.parquet"
-    inject_invalid_rows(transactions, share=0.2, seed=5).to_parquet(raw, index=False)
+    generate.inject_invalid_rows(transactions, share=0.2, seed=5).to_parquet(raw, index=False)
 
     def copy(*args: object) -> None:
         raise AssertionError("the valid rows of a rejected file were copied")

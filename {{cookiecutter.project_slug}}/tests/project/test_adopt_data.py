@@ -61,6 +61,7 @@ def test_a_table_of_another_shape_is_adopted_and_validates(project: Path, tmp_pa
     source = tmp_path / "customers.csv"
     table().to_csv(source, index=False)
     old_schema = (project / "src" / "{{ cookiecutter.package_name }}" / "data" / "schema.py").read_bytes()
+    earlier_backups = set((project / ".adopt-backup").rglob("schema.py"))  # a project that adopted before
 
     code, out, err = adopt(
         project, str(source), "--label", "churned", "--positive", "yes", "--id", "Customer ID", "--time", "signed up"
@@ -78,7 +79,7 @@ def test_a_table_of_another_shape_is_adopted_and_validates(project: Path, tmp_pa
     assert golden["signed_up"].min() > raw["signed_up"].max()  # the golden set is the latest rows
     assert set(raw["churned"]) == {0, 1}
     assert raw["monthly_spend"].isna().sum() + golden["monthly_spend"].isna().sum() == 1  # the null is kept
-    backups = list((project / ".adopt-backup").rglob("schema.py"))
+    backups = list(set((project / ".adopt-backup").rglob("schema.py")) - earlier_backups)
     assert len(backups) == 1 and backups[0].read_bytes() == old_schema  # what it replaced is kept
 
     # The generated schema and features are the project's now: the validate stage reads the adopted file.
@@ -112,6 +113,8 @@ def bad_tables(tmp_path: Path) -> dict[str, Path]:
         "empty": good.head(0),
         "duplicate_ids": good.assign(**{"Customer ID": "same"}),
         "one_class": good.assign(churned="yes"),
+        # Both classes, but every positive among the earliest rows: the golden set (the latest) has none.
+        "early_positives": good.assign(churned=["yes"] * 10 + ["no"] * (len(good) - 10)),
     }
     paths = {}
     for name, frame in files.items():
@@ -136,6 +139,11 @@ def bad_tables(tmp_path: Path) -> dict[str, Path]:
         ("bad positive", ["{good}", "--label", "churned", "--positive", "maybe"], "--positive 'maybe' is not a value"),
         ("not a key", ["{duplicate_ids}", "--label", "churned", "--positive", "yes", "--id", "Customer ID"], "a key"),
         ("one class", ["{one_class}", "--label", "churned", "--positive", "yes"], "one distinct value"),
+        (
+            "skewed split",
+            ["{early_positives}", "--label", "churned", "--positive", "yes", "--time", "signed up"],
+            "the golden split (80 rows) holds one class only",
+        ),
         ("bad share", ["{good}", "--label", "churned", "--positive", "yes", "--golden-share", "1.5"], "--golden-share"),
         ("no label option", ["{good}"], "the following arguments are required: --label"),
         ("time not a time", ["{good}", "--label", "churned", "--positive", "yes", "--time", "plan"], "--time 'plan'"),

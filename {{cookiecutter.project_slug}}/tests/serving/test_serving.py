@@ -31,13 +31,23 @@ from pydantic import ValidationError
 from support.probes import PROBE_PATH, PROBED_ENTRY, STALL_ID, STALL_S
 from support.tiny import tiny_model
 
+from {{ cookiecutter.package_name }}.data.rows import COLUMN_TYPES
+from {{ cookiecutter.package_name }}.data.schema import ID_COLUMN, LABEL_COLUMN, TIME_COLUMN, RowSchema
 from {{ cookiecutter.package_name }}.deploy.checks import wait_ready
 from {{ cookiecutter.package_name }}.deploy.runtime import free_ports
 from {{ cookiecutter.package_name }}.evaluation.evaluate import evaluate
 from {{ cookiecutter.package_name }}.monitoring.record import SCORE_COLUMN
 from {{ cookiecutter.package_name }}.release.package import request_body
 from {{ cookiecutter.package_name }}.serving import SHADOW_HEADER
-from {{ cookiecutter.package_name }}.serving.api import SERVE_FILE, Transaction, load_serve_settings, request_model, to_columns
+from {{ cookiecutter.package_name }}.serving.api import (
+    SCHEMA_COLUMNS,
+    SERVE_FILE,
+    Transaction,
+    _constraints,
+    load_serve_settings,
+    request_model,
+    to_columns,
+)
 from {{ cookiecutter.package_name }}.serving.service import PromptTimeout, score_off_loop_if_large
 from {{ cookiecutter.package_name }}.training.preprocessing import Preprocessor
 
@@ -55,21 +65,48 @@ def validate(request: dict[str, Any], max_rows: int = 10) -> Any:
     return request_model(max_rows).model_validate_json(json.dumps(request))
 
 
-BAD_ROWS = {
-    "missing_field": (lambda r: r.pop("amount"), "missing"),
-    "string_for_int": (lambda r: r.update(txn_count_1h="3"), "int_type"),
-    "float_for_int": (lambda r: r.update(account_age_days=3.5), "int_type"),
-    "string_for_float": (lambda r: r.update(amount="12.5"), "float_type"),
-    "yes_for_bool": (lambda r: r.update(card_present="yes"), "bool_type"),
-    "off_for_bool": (lambda r: r.update(card_present="off"), "bool_type"),
-    "one_for_bool": (lambda r: r.update(card_present=1), "bool_type"),
-    "number_for_time": (lambda r: r.update(event_time=1_700_000_000), "datetime_type"),
-    "too_long_id": (lambda r: r.update(transaction_id="x" * 10_000), "string_too_long"),
-    "out_of_range": (lambda r: r.update(amount=-4.0), "greater_than"),
-    "unknown_category": (lambda r: r.update(merchant_category="casino"), "literal_error"),
-    "extra_field": (lambda r: r.update(is_fraud=1), "extra_forbidden"),
-    "future_time": (lambda r: r.update(event_time="2100-01-01T00:00:00"), "not_in_future"),
+def first_column(kind: str, where: Callable[[str], bool] = lambda name: True) -> str | None:
+    """The first request column of a numpy kind (the dataset decides which exist), the id aside."""
+    return next((n for n, k in COLUMN_TYPES.items() if k == kind and n != ID_COLUMN and where(n)), None)
+
+
+def lower_bound(name: str) -> float | None:
+    constraints = _constraints(SCHEMA_COLUMNS[name])[1]
+    return constraints.get("gt", constraints.get("ge"))
+
+
+def closed(name: str) -> bool:
+    return any(check.name == "isin" for check in SCHEMA_COLUMNS[name].checks)
+
+
+FLOAT, INT, BOOL = first_column("float64"), first_column("int64"), first_column("bool")
+BOUNDED = first_column("float64", lambda name: lower_bound(name) is not None) or first_column(
+    "int64", lambda name: lower_bound(name) is not None
+)
+CATEGORY = first_column("object", closed)
+NUMBER = FLOAT or INT  # a number every dataset's request has: a column the model reads
+# Each kind of bad row the schema of this dataset can have, spoiling the column of that kind (by role, not name).
+BAD_ROWS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
+    "missing_field": (lambda r: r.pop(next(n for n in COLUMN_TYPES if n != ID_COLUMN)), "missing"),
+    "too_long_id": (lambda r: r.update({ID_COLUMN: "x" * 10_000}), "string_too_long"),
+    "extra_field": (lambda r: r.update({LABEL_COLUMN: 1}), "extra_forbidden"),
 }
+if FLOAT:
+    BAD_ROWS["string_for_float"] = (lambda r: r.update({FLOAT: "12.5"}), "float_type")
+if INT:
+    BAD_ROWS["string_for_int"] = (lambda r: r.update({INT: "3"}), "int_type")
+    BAD_ROWS["float_for_int"] = (lambda r: r.update({INT: 3.5}), "int_type")
+if BOOL:
+    BAD_ROWS["yes_for_bool"] = (lambda r: r.update({BOOL: "yes"}), "bool_type")
+    BAD_ROWS["off_for_bool"] = (lambda r: r.update({BOOL: "off"}), "bool_type")
+    BAD_ROWS["one_for_bool"] = (lambda r: r.update({BOOL: 1}), "bool_type")
+if BOUNDED:
+    BAD_ROWS["out_of_range"] = (lambda r: r.update({BOUNDED: lower_bound(BOUNDED) - 4}), "greater_than")
+if CATEGORY:
+    BAD_ROWS["unknown_category"] = (lambda r: r.update({CATEGORY: "never-seen-value"}), "literal_error")
+if TIME_COLUMN:
+    BAD_ROWS["number_for_time"] = (lambda r: r.update({TIME_COLUMN: 1_700_000_000}), "datetime_type")
+    BAD_ROWS["future_time"] = (lambda r: r.update({TIME_COLUMN: "2100-01-01T00:00:00"}), "not_in_future")
 
 
 @pytest.mark.parametrize("kind", BAD_ROWS)
@@ -89,19 +126,8 @@ def test_batch_size_limits(golden: pd.DataFrame) -> None:
 
 
 def test_request_model_follows_the_schema() -> None:
-    assert set(Transaction.model_fields) == {  # every schema column but the label
-        "transaction_id",
-        "event_time",
-        "amount",
-        "merchant_category",
-        "card_country",
-        "merchant_country",
-        "card_present",
-        "account_age_days",
-        "txn_count_1h",
-        "amount_avg_30d",
-        "distance_from_home_km",
-    }
+    columns = set(RowSchema.to_schema().columns)
+    assert set(Transaction.model_fields) == columns - {LABEL_COLUMN}  # every schema column but the label
 
 
 def test_rows_and_frames_take_the_same_feature_path(golden: pd.DataFrame) -> None:
@@ -325,7 +351,7 @@ def test_served_scores_equal_the_evaluation_predictions(served: dict[str, Any], 
         response = httpx.post(f"{served['url']}/predict", json=request_body(chunk), timeout=30)
         assert response.status_code == 200, response.text
         answers += response.json()["predictions"]
-    assert [a["transaction_id"] for a in answers] == predictions["transaction_id"].tolist()
+    assert [a[ID_COLUMN] for a in answers] == predictions[ID_COLUMN].tolist()
     np.testing.assert_allclose([a[SCORE] for a in answers], predictions["score"], rtol=0, atol=1e-6)
 
 
@@ -333,8 +359,9 @@ def test_the_served_model_logs_what_it_scored(served: dict[str, Any], golden: pd
     """The running service writes the scored rows to its prediction log (conf/serve's dir, under the folder it
     was started from), all but the deploy engine's shadow copies."""
     copy = body(golden, 2)
+    marker = float(golden[NUMBER].min() + golden[NUMBER].max()) / 2 + 1e-7  # valid, and no other request sends it
     for row in copy["transactions"]:
-        row["amount"] = 4321.25  # a value no other request of this module sends
+        row[NUMBER] = marker
     shadow = httpx.post(f"{served['url']}/predict", json=copy, headers={SHADOW_HEADER: "1"}, timeout=30)
     assert shadow.status_code == 200, shadow.text
     response = httpx.post(f"{served['url']}/predict", json=body(golden, 3), timeout=30)
@@ -349,7 +376,7 @@ def test_the_served_model_logs_what_it_scored(served: dict[str, Any], golden: pd
     assert {line["model"] for line in lines} == {response.json()["model"]}
     time.sleep(1.0)  # the writer threads had time to write the copy too, had it been queued
     lines = [json.loads(text) for path in files.glob("data.*.log*") for text in path.read_text().splitlines()]
-    assert not [line for line in lines if line["amount"] == 4321.25], "a shadow copy reached the prediction log"
+    assert not [line for line in lines if line[NUMBER] == marker], "a shadow copy reached the prediction log"
 
 
 def spoiled(golden: pd.DataFrame, field: str, value: Any, row: int = 0) -> bytes:
@@ -418,6 +445,7 @@ def located(answer: httpx.Response) -> str:
 
 @pytest.mark.parametrize("route", ["/predict", "/predict_batched"])
 @pytest.mark.parametrize("case", CLIENT_ERRORS)
+@pytest.mark.example  # spoils the example's own columns over HTTP
 def test_client_errors_get_a_clear_4xx(served: dict[str, Any], golden: pd.DataFrame, case: str, route: str) -> None:
     make, content_type, status, named = CLIENT_ERRORS[case]
     answer = httpx.post(served["url"] + route, content=make(golden), headers={"content-type": content_type}, timeout=30)
@@ -433,6 +461,7 @@ def test_client_errors_get_a_clear_4xx(served: dict[str, Any], golden: pd.DataFr
         ("event_time", "2100-01-01T00:00:00", "body (value_error: Value error, transactions.0.event_time: fails"),
     ],
 )
+@pytest.mark.example  # spoils the example's own columns over HTTP
 def test_client_errors_are_logged_without_request_values(
     served: dict[str, Any], golden: pd.DataFrame, field: str, value: str, logged: str
 ) -> None:
@@ -453,7 +482,7 @@ def test_batched_requests_are_scored_together_and_fail_alone(probed: dict[str, A
     requests get their own answers, the bad one only its own error, and no batch holds its rows."""
     url, model = probed["url"], probed["model"]
     requests = [body(golden.iloc[3 * i : 3 * i + 3], 3) for i in range(8)]
-    requests[5]["transactions"][1]["amount"] = "12.5"
+    requests[5]["transactions"][1][NUMBER] = "12.5"
 
     async def send_all() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as client:
@@ -462,15 +491,15 @@ def test_batched_requests_are_scored_together_and_fail_alone(probed: dict[str, A
     probe(url, arm=False)  # clears the worker's record of batches
     answers = asyncio.run(send_all())
     for i, (request, answer) in enumerate(zip(requests, answers, strict=True)):
-        ids = [row["transaction_id"] for row in request["transactions"]]
+        ids = [row[ID_COLUMN] for row in request["transactions"]]
         if i == 5:
-            assert answer.status_code == 400 and "transactions.1.amount" in located(answer)
-            others = {row["transaction_id"] for j, r in enumerate(requests) if j != 5 for row in r["transactions"]}
+            assert answer.status_code == 400 and f"transactions.1.{NUMBER}" in located(answer)
+            others = {row[ID_COLUMN] for j, r in enumerate(requests) if j != 5 for row in r["transactions"]}
             assert not any(other in answer.text for other in others), answer.text
             continue
         assert answer.status_code == 200, answer.text
         expected = model.predict_proba(golden.iloc[3 * i : 3 * i + 3])
-        assert [p["transaction_id"] for p in answer.json()] == ids
+        assert [p[ID_COLUMN] for p in answer.json()] == ids
         np.testing.assert_allclose([p[SCORE] for p in answer.json()], expected, rtol=0, atol=1e-6)
     batches = probe(url)["batches"]
     assert sum(batches) == 7 * 3, f"the model scored {batches} rows per call: the 21 valid rows once each"
@@ -485,7 +514,7 @@ def test_a_stalled_model_gets_504_from_the_server(probed: dict[str, Any], golden
     # More rows than inline_max_rows: scored in the worker's thread pool. A small request is scored on the event
     # loop, so a stall there holds the loop itself and no timeout can answer (seen: 200 once the stall ended).
     request = body(golden, probed["settings"]["inline_max_rows"] + 1)
-    request["transactions"][0]["transaction_id"] = STALL_ID
+    request["transactions"][0][ID_COLUMN] = STALL_ID
     started = time.monotonic()
     answer = httpx.post(f"{url}/predict", json=request, timeout=3 * STALL_S)
     waited = time.monotonic() - started

@@ -34,11 +34,14 @@ def test_preprocessor_scales_and_encodes(transactions: pd.DataFrame) -> None:
     matrix = preprocessor.transform(transactions)
     assert matrix.shape == (len(transactions), len(preprocessor.feature_names))
     assert matrix.dtype == np.float32
-    numeric = matrix[:, :10]
-    assert np.allclose(numeric.mean(axis=0), 0, atol=1e-5) and np.allclose(numeric.std(axis=0), 1, atol=1e-3)
-    assert np.allclose(matrix[:, 10:].sum(axis=1), 1.0)
+    numeric, one_hot = matrix[:, : len(preprocessor.means)], matrix[:, len(preprocessor.means) :]
+    varying = np.asarray(preprocessor.stds) != 1.0  # a constant feature keeps a unit scale
+    assert np.allclose(numeric.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(numeric.std(axis=0)[varying], 1, atol=1e-3)
+    assert np.allclose(one_hot.sum(axis=1), len(preprocessor.vocabularies))  # one column per closed set
 
 
+@pytest.mark.example  # the example's layout: 10 numeric features, then merchant_category one-hot
 def test_unseen_category_scores_without_a_wrong_column(transactions: pd.DataFrame) -> None:
     preprocessor = Preprocessor.fit(transactions)
     rows = transactions.head(3).assign(merchant_category="casino")

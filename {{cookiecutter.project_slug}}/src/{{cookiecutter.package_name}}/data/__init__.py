@@ -1,8 +1,9 @@
-"""Everything specific to the example dataset lives in this folder.
+"""The dataset's modules and the engine that reads them.
 
-To use your own data, replace these three modules and keep their names:
-`schema.py` (what a valid row is), `features.py` (row -> model inputs, slices)
-and `generate.py` (where the raw and golden data come from).
+The dataset's place (with conf/dataset/): `schema.py` (what a valid row is, and the roles of its
+columns), `features.py` (row -> model inputs, slices) and `generate.py` (where sample rows come from:
+`sample_rows`, `sample_golden`). `tools/adopt_data.py` writes all three for a table of your own.
+The engine beside them (`rows`, `tabular`, `synthetic`, `validation`, `spark`) never names a column.
 
 The names below load on first use: the validate stage imports `data.validation`
 without paying for pandas and Pandera, which these modules import.
@@ -18,8 +19,8 @@ if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ below loads
     from .features import NUMERIC_FEATURES as NUMERIC_FEATURES
     from .features import derive_features as derive_features
     from .features import slice_masks as slice_masks
-    from .generate import generate_golden as generate_golden
-    from .generate import generate_transactions as generate_transactions
+    from .generate import sample_golden as sample_golden
+    from .generate import sample_rows as sample_rows
     from .schema import ID_COLUMN as ID_COLUMN
     from .schema import LABEL_COLUMN as LABEL_COLUMN
     from .schema import TIME_COLUMN as TIME_COLUMN
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ below loads
 
 _HOMES = {
     ".features": ("CATEGORICAL_FEATURES", "NUMERIC_FEATURES", "derive_features", "slice_masks"),
-    ".generate": ("generate_golden", "generate_transactions"),
+    ".generate": ("sample_golden", "sample_rows"),
     ".schema": ("ID_COLUMN", "LABEL_COLUMN", "TIME_COLUMN", "GoldenSchema", "RowSchema"),
 }
 

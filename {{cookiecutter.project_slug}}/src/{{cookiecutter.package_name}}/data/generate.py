@@ -182,3 +182,15 @@ def generate_golden(n_sample: int = 20_000, n_hard: int = 500, seed: int = 10_00
     golden = pd.concat(parts, ignore_index=True)
     golden[SLICE_COLUMN] = golden[SLICE_COLUMN].astype("str")
     return golden
+
+
+# What tests and demos call, whatever the dataset: `tools/adopt_data.py` writes a generate.py with the same two
+# functions drawn from the adopted schema (data/synthetic.py).
+def sample_rows(rows: int, seed: int = 0) -> pd.DataFrame:
+    """`rows` labelled valid rows."""
+    return generate_transactions(rows, seed=seed)
+
+
+def sample_golden(rows: int, seed: int = 10_000) -> pd.DataFrame:
+    """A golden set: `rows` sample rows plus hard cases (a thirtieth as many per curated slice)."""
+    return generate_golden(n_sample=rows, n_hard=max(rows // 30, 1), seed=seed)

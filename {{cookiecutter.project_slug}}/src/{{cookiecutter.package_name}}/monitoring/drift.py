@@ -59,7 +59,7 @@ def _psi(reference_share: np.ndarray, current_share: np.ndarray) -> float:
 
 
 def numeric_bins(reference: np.ndarray, bins: int) -> np.ndarray:
-    """Inner bin edges at the reference's quantiles; ties (counts, round amounts) merge bins."""
+    """Inner bin edges at the reference's quantiles; ties (counts, round values) merge bins."""
     return np.unique(np.quantile(reference.astype(float), np.linspace(0, 1, bins + 1)[1:-1]))
 
 

@@ -125,7 +125,7 @@ def _constraints(column: Any) -> tuple[Any, dict[str, Any]]:
 def _field_for(column: Any) -> tuple[Any, Any]:
     annotation, constraints = _constraints(column)
     if annotation is float:
-        constraints["allow_inf_nan"] = False  # NaN / Infinity literals are not amounts
+        constraints["allow_inf_nan"] = False  # NaN / Infinity literals are not numbers a row can hold
     elif annotation is str:
         constraints["max_length"] = min(constraints.get("max_length", MAX_STRING_LENGTH), MAX_STRING_LENGTH)
     if str(column.dtype).startswith("datetime64"):
