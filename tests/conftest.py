@@ -101,7 +101,7 @@ def assert_tests_passed(output: str, allowed_skips: tuple[str, ...] = GPU_SKIP_R
     harmless = ("passed", "skipped", "deselected", "warning", "warnings")
     bad = {word: n for word, n in counts.items() if word not in harmless}
     assert not bad, f"{summary}\n{output[-6000:]}"
-    reasons = re.findall(r"^SKIPPED \[(\d+)\] [^:]+:\d+: (.*)$", output, flags=re.MULTILINE)
+    reasons = re.findall(r"^SKIPPED \[(\d+)\] [^:]+(?::\d+)?: (.*)$", output, flags=re.MULTILINE)
     listed = sum(int(n) for n, _ in reasons)
     assert listed == counts.get("skipped", 0), f"skips not listed (run pytest with -rs): {summary}"
     unexpected = [reason for _, reason in reasons if reason not in allowed_skips]

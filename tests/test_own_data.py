@@ -53,6 +53,11 @@ def test_a_second_real_dataset_goes_through_the_pipeline_card_and_monitor(projec
     touched = {line[3:].strip().strip('"') for line in changed}
     assert touched <= DATASET_PLACE, f"adopting touched more than the dataset's place: {touched - DATASET_PLACE}"
 
+    # What it wrote passes the project's own checks (pre-commit runs these on every commit).
+    run([sys.executable, "-m", "ruff", "check", "."], cwd=project_copy)
+    run([sys.executable, "-m", "ruff", "format", "--check", "."], cwd=project_copy)
+    run([sys.executable, "-m", "mypy", "src", "tools"], cwd=project_copy, timeout=900)
+
     repro = run(["dvc", "repro"], cwd=project_copy, timeout=1800)
     for stage in ("validate", "train", "evaluate", "gate", "package"):
         assert f"Running stage '{stage}'" in repro.stdout, repro.stdout

@@ -5,7 +5,7 @@
     python tools/data_version.py --seed 2 --commit        # ...and commit the .dvc pointers
 
 Committing the changed `data/raw/*.dvc` pointer is a data-version commit: CI retrains on it.
-Replace `generate_transactions` in src/{{ cookiecutter.package_name }}/data/ to pull real data instead.
+For a table of your own, `python tools/adopt_data.py FILE --label COLUMN` (this tool then refuses).
 """
 
 from __future__ import annotations
@@ -14,21 +14,28 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
+from {{ cookiecutter.package_name }}.data import generate
 from {{ cookiecutter.package_name }}.data.schema import LABEL_COLUMN
 
-try:  # the bundled example's generator: gone (not importable) once tools/adopt_data.py adopted another table
-    from {{ cookiecutter.package_name }}.data.generate import generate_golden, generate_transactions, inject_invalid_rows
-except ImportError:
-    print(
-        "ERROR: tools/data_version.py makes versions of the bundled example dataset, and this project has adopted "
-        "its own (conf/dataset/). A new version of your data: write it to paths.raw (conf/paths/), then "
-        "`dvc add` it and commit the .dvc pointer",
-        file=sys.stderr,
-    )
-    raise SystemExit(2) from None
+
+def example_generator() -> dict[str, Any]:
+    """The bundled example's generator functions, looked up by name: the generate.py that tools/adopt_data.py
+    writes for another dataset has none of them (it draws sample rows from the schema), and then this tool has
+    nothing to make."""
+    example = vars(generate)
+    if "generate_transactions" not in example:
+        print(
+            "ERROR: tools/data_version.py makes versions of the bundled example dataset, and this project has "
+            "adopted its own (conf/dataset/). A new version of your data: write it to paths.raw (conf/paths/), "
+            "then `dvc add` it and commit the .dvc pointer",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return example
 
 
 def run(*command: str) -> None:
@@ -52,18 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", action="store_true", help="git commit the .dvc pointers")
     args = parser.parse_args(argv)
 
+    example = example_generator()
     paths = OmegaConf.load("params.yaml").paths
     raw, golden = Path(paths.raw), Path(paths.golden)
-    frame = inject_invalid_rows(
-        generate_transactions(args.rows, seed=args.seed, drift=args.drift), share=args.invalid_share, seed=args.seed
-    )
+    rows = example["generate_transactions"](args.rows, seed=args.seed, drift=args.drift)
+    frame = example["inject_invalid_rows"](rows, share=args.invalid_share, seed=args.seed)
     raw.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(raw, index=False)
     print(f"wrote {raw}: {len(frame)} rows, positive rate {frame[LABEL_COLUMN].mean():.2%}, drift {args.drift}")
     targets = [str(raw)]
     if args.golden or not golden.exists():
         golden.parent.mkdir(parents=True, exist_ok=True)
-        golden_frame = generate_golden()
+        golden_frame = example["generate_golden"]()
         golden_frame.to_parquet(golden, index=False)
         print(f"wrote {golden}: {len(golden_frame)} rows in slices {sorted(golden_frame['slice'].unique())}")
         targets.append(str(golden))

@@ -63,6 +63,10 @@ def _array_type(column: pa.Column) -> str:
     return kind if kind in ("int64", "float64", "bool", "datetime64[ns]") and not closed else "object"
 
 
+# Columns whose values may be missing (null in a request and the prediction log, NaN in a feature's array).
+NULLABLE_COLUMNS: frozenset[str] = frozenset(
+    name for name, column in RowSchema.to_schema().columns.items() if column.nullable
+)
 # A request's columns (everything but the label) and the array type each is scored and logged in.
 COLUMN_TYPES: dict[str, str] = {
     name: _array_type(column) for name, column in RowSchema.to_schema().columns.items() if name != LABEL_COLUMN

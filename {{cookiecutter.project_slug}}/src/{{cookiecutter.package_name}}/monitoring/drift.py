@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data.rows import COLUMN_TYPES
+from ..data.rows import COLUMN_TYPES, NULLABLE_COLUMNS
 from ..data.schema import TIME_COLUMN
 from .record import FEATURE_COLUMNS, LOG_GLOB, SCORE_COLUMN
 from .record import TIME_COLUMN as LOGGED_AT
@@ -59,13 +59,21 @@ def _psi(reference_share: np.ndarray, current_share: np.ndarray) -> float:
 
 
 def numeric_bins(reference: np.ndarray, bins: int) -> np.ndarray:
-    """Inner bin edges at the reference's quantiles; ties (counts, round values) merge bins."""
-    return np.unique(np.quantile(reference.astype(float), np.linspace(0, 1, bins + 1)[1:-1]))
+    """Inner bin edges at the reference's quantiles of its present values; ties (counts, round values) merge bins."""
+    present = reference.astype(float)
+    present = present[~np.isnan(present)]
+    if not len(present):
+        return np.array([])
+    return np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
 
 
 def numeric_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    counts = np.bincount(np.searchsorted(edges, values.astype(float), side="right"), minlength=len(edges) + 1)
-    return counts / max(len(values), 1)
+    """Share of the values in each bin, then of the missing ones (a nullable column's nulls are a bin of their own,
+    so a change in how often a value is missing is drift too)."""
+    numbers = values.astype(float)
+    missing = np.isnan(numbers)
+    counts = np.bincount(np.searchsorted(edges, numbers[~missing], side="right"), minlength=len(edges) + 1)
+    return np.append(counts, missing.sum()) / max(len(values), 1)
 
 
 def categorical_shares(values: np.ndarray, categories: np.ndarray) -> np.ndarray:
@@ -188,11 +196,12 @@ def where(named: dict[str, Any]) -> str:
 
 
 def _usable(frame: pd.DataFrame) -> pd.Series:
-    """Rows holding every logged column, non-null, with a timestamp that parses."""
+    """Rows holding every logged column, non-null where the schema says so, with a timestamp that parses."""
     if any(name not in frame for name in LOGGED_COLUMNS):
         return pd.Series(False, index=frame.index)
     logged = pd.to_datetime(frame[LOGGED_AT], utc=True, format="ISO8601", errors="coerce")
-    return frame[list(LOGGED_COLUMNS)].notna().all(axis=1) & logged.notna()
+    required = [name for name in LOGGED_COLUMNS if name not in NULLABLE_COLUMNS]  # a null the schema allows is data
+    return frame[required].notna().all(axis=1) & logged.notna()
 
 
 def _read_lines(path: Path, data: bytes, unreadable: Unreadable) -> pd.DataFrame:

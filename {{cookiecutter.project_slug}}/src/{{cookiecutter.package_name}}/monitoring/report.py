@@ -37,7 +37,7 @@ def _plot(name: str, kind: str, reference: np.ndarray, current: np.ndarray, bins
         edges = numeric_bins(reference, bins)
         ref_share, cur_share = numeric_shares(reference, edges), numeric_shares(current, edges)
         bounds = ["-inf", *(f"{e:.4g}" for e in edges), "inf"]
-        names = [f"{low}..{high}" for low, high in itertools.pairwise(bounds)]
+        names = [*(f"{low}..{high}" for low, high in itertools.pairwise(bounds)), "missing"]
     figure, axis = plt.subplots(figsize=(7, 3))
     where = np.arange(len(names))
     axis.bar(where - 0.2, ref_share, 0.4, label="training data")
