@@ -407,10 +407,7 @@ def frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Numeric features plus the raw categorical columns, one row per input row (for analysis)."""
-    features = pd.DataFrame(numeric_features(frame_columns(frame)), columns=list(NUMERIC_FEATURES), index=frame.index)
-    for column in CATEGORICAL_FEATURES:
-        features[column] = frame[column].to_numpy()
-    return features
+    return tabular.feature_frame(frame, numeric_features(frame_columns(frame)), NUMERIC_FEATURES, CATEGORICAL_FEATURES)
 
 
 def slice_masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from . import tabular
 from .schema import MERCHANT_CATEGORIES, SLICE_COLUMN
 
 NUMERIC_FEATURES: tuple[str, ...] = (
@@ -80,18 +81,12 @@ def frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Numeric features plus the raw categorical columns, one row per input row (for analysis)."""
-    features = pd.DataFrame(numeric_features(frame_columns(frame)), columns=list(NUMERIC_FEATURES), index=frame.index)
-    for column in CATEGORICAL_FEATURES:
-        features[column] = frame[column].to_numpy()
-    return features
+    return tabular.feature_frame(frame, numeric_features(frame_columns(frame)), NUMERIC_FEATURES, CATEGORICAL_FEATURES)
 
 
 def slice_masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Named boolean masks of the rows each per-slice metric is computed on."""
-    masks: dict[str, np.ndarray] = {"overall": np.ones(len(frame), dtype=bool)}
-    if SLICE_COLUMN in frame:
-        for name in sorted(frame[SLICE_COLUMN].unique()):
-            masks[f"slice={name}"] = (frame[SLICE_COLUMN] == name).to_numpy()
+    masks = tabular.slice_masks(frame, SLICE_COLUMN)  # overall, and the golden set's curated slices
     masks["card_present"] = frame["card_present"].to_numpy(dtype=bool)
     masks["card_not_present"] = ~masks["card_present"]
     return masks

@@ -41,6 +41,17 @@ def frame_columns(frame: pd.DataFrame, names: Sequence[str]) -> dict[str, np.nda
     return columns
 
 
+def feature_frame(
+    frame: pd.DataFrame, numeric: np.ndarray, numeric_names: Sequence[str], categorical: Mapping[str, object]
+) -> pd.DataFrame:
+    """Numeric features (a dataset's `numeric_features` of the frame) plus the raw categorical columns, one row per
+    input row: what a dataset's `derive_features` returns, for analysis."""
+    features = pd.DataFrame(numeric, columns=list(numeric_names), index=frame.index)
+    for column in categorical:
+        features[column] = frame[column].to_numpy()
+    return features
+
+
 def slice_masks(frame: pd.DataFrame, slice_column: str) -> dict[str, np.ndarray]:
     """Overall, and one mask per value of the golden set's slice column where the frame has it."""
     masks: dict[str, np.ndarray] = {"overall": np.ones(len(frame), dtype=bool)}

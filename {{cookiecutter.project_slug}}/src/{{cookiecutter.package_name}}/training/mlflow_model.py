@@ -21,6 +21,8 @@ SCORING_MODULES = (
     "data/__init__.py",
     "data/schema.py",
     "data/rows.py",
+    "data/tabular.py",
+    "data/synthetic.py",
     "data/features.py",
     "data/generate.py",
     "training/__init__.py",
