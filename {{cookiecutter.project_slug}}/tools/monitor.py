@@ -76,8 +76,12 @@ def demo_frame(cfg: DictConfig, rows: int, drift: float, seed: int) -> pd.DataFr
             continue
         column = frame[name]
         if column.dtype.kind in "iuf":
-            shifted = (column + drift * float(source[name].std())).clip(source[name].min(), source[name].max())
-            frame[name] = shifted.round().astype(column.dtype) if column.dtype.kind in "iu" else shifted
+            step = drift * float(source[name].std())
+            whole = column.dtype.kind in "iu"
+            if whole:  # a whole number moves by whole steps: at least one, or rounding would undo the shift
+                step = float(max(math.ceil(step), 1))
+            shifted = (column + step).clip(source[name].min(), source[name].max())
+            frame[name] = shifted.round().astype(column.dtype) if whole else shifted
         elif column.dtype.kind == "O" or str(column.dtype) in ("string", "category"):
             values = source[name].dropna().unique()
             moved = rng.random(rows) < drift / 2
